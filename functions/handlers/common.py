@@ -1,0 +1,112 @@
+"""What every handler shares: Powertools objects, settings from the environment, clients built once per container."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import TypeVar
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel, Field
+from rotator_aws.secrets_manager import SecretsManagerStore
+from rotator_aws.step_functions import StepFunctionsExecutions
+from rotator_core.coordinator import CoordinatorSettings, RotationCoordinator
+from rotator_core.errors import InvalidEvent, RotatorError
+from rotator_core.models import TaskInput, _Wire
+from rotator_core.ports import PasswordPolicy
+from rotator_core.redaction import parse_model
+from rotator_core.tasks import RotationTasks, TaskSettings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+TaskT = TypeVar("TaskT", bound=TaskInput)
+
+
+class TaskEnvironment(BaseModel):
+    db_connect_timeout_seconds: float = Field(default=5.0, alias="DB_CONNECT_TIMEOUT_SECONDS", gt=0)
+
+
+class RotationEnvironment(BaseModel):
+    """The rotation function's variables; the password knobs are those of AWS's official rotation functions."""
+
+    state_machine_arn: str = Field(alias="STATE_MACHINE_ARN", min_length=1)
+    password_length: int = Field(default=32, alias="PASSWORD_LENGTH", ge=8, le=4096)
+    exclude_characters: str = Field(default="", alias="EXCLUDE_CHARACTERS")
+    exclude_numbers: bool = Field(default=False, alias="EXCLUDE_NUMBERS")
+    exclude_punctuation: bool = Field(default=False, alias="EXCLUDE_PUNCTUATION")
+    exclude_uppercase: bool = Field(default=False, alias="EXCLUDE_UPPERCASE")
+    exclude_lowercase: bool = Field(default=False, alias="EXCLUDE_LOWERCASE")
+    require_each_included_type: bool = Field(default=True, alias="REQUIRE_EACH_INCLUDED_TYPE")
+    poll_seconds: float = Field(default=1.0, alias="EXECUTION_POLL_SECONDS", gt=0)
+
+
+def _environment(model: type[BaseModel]) -> BaseModel:
+    import os
+
+    return parse_model(model, dict(os.environ), InvalidEvent, "the function's environment")
+
+
+@cache
+def rotation_tasks() -> RotationTasks:
+    env = _environment(TaskEnvironment)
+    assert isinstance(env, TaskEnvironment)
+    store = SecretsManagerStore(boto3.client("secretsmanager"))
+    return RotationTasks(store, TaskSettings(connect_timeout=env.db_connect_timeout_seconds))
+
+
+@cache
+def rotation_coordinator() -> RotationCoordinator:
+    env = _environment(RotationEnvironment)
+    assert isinstance(env, RotationEnvironment)
+    policy = PasswordPolicy(
+        length=env.password_length,
+        exclude_characters=env.exclude_characters,
+        exclude_numbers=env.exclude_numbers,
+        exclude_punctuation=env.exclude_punctuation,
+        exclude_uppercase=env.exclude_uppercase,
+        exclude_lowercase=env.exclude_lowercase,
+        require_each_included_type=env.require_each_included_type,
+    )
+    return RotationCoordinator(
+        SecretsManagerStore(boto3.client("secretsmanager")),
+        StepFunctionsExecutions(boto3.client("stepfunctions"), env.state_machine_arn),
+        CoordinatorSettings(password_policy=policy, poll_seconds=env.poll_seconds),
+    )
+
+
+def reset_dependencies() -> None:
+    """Forget cached clients and settings (tests that change the environment between invocations)."""
+    rotation_tasks.cache_clear()
+    rotation_coordinator.cache_clear()
+
+
+def run_task(
+    event: object, model: type[TaskT], operation: Callable[[TaskT], _Wire], task_name: str
+) -> dict[str, object]:
+    """Parse, correlate, run one domain operation, and report it. Errors keep their class name (the ASL's errorType)
+    and gain the state and endpoint they happened at."""
+    task = parse_model(model, event, InvalidEvent, f"{task_name} input")
+    endpoint = task.endpoint.address if task.endpoint else None
+    logger.append_keys(
+        secret_id=task.secret_id,
+        step=task.step.value,
+        execution=task.execution_arn,
+        state=task.state,
+        endpoint=endpoint,
+    )
+    metrics.add_dimension(name="Task", value=task_name)
+    try:
+        result = operation(task)
+    except RotatorError as exc:
+        exc.with_context(state=task.state, endpoint=endpoint)
+        logger.warning("task failed", error_type=type(exc).__name__, error=str(exc))
+        metrics.add_metric(name="TaskFailed", unit=MetricUnit.Count, value=1)
+        raise
+    summary = result.dump()
+    logger.info("task done", result=summary)
+    metrics.add_metric(name="TaskSucceeded", unit=MetricUnit.Count, value=1)
+    return summary

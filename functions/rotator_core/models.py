@@ -1,0 +1,230 @@
+"""Data shapes shared by the thin function, the tasks and the state machine.
+
+Everything here that crosses a process boundary (execution input, task input/output, alerts) holds identifiers only.
+Passwords live in ``SecretStr`` fields of ``DatabaseSecret`` and only ``DatabaseSecret.to_secret_string`` reveals them.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, computed_field, field_validator
+
+from rotator_core.errors import SecretInvalid
+from rotator_core.redaction import parse_model
+
+STAGE_CURRENT = "AWSCURRENT"
+STAGE_PENDING = "AWSPENDING"
+STAGE_PREVIOUS = "AWSPREVIOUS"
+
+
+class RotationStep(StrEnum):
+    CREATE = "createSecret"
+    SET = "setSecret"
+    TEST = "testSecret"
+    FINISH = "finishSecret"
+
+
+class _Wire(BaseModel):
+    """camelCase on the wire (the state machine's JSON), snake_case in Python."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class RotationEvent(BaseModel):
+    """What Secrets Manager sends the rotation function."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    step: RotationStep = Field(alias="Step")
+    secret_id: str = Field(alias="SecretId", min_length=1)
+    token: str = Field(alias="ClientRequestToken", min_length=32, max_length=64)
+    rotation_token: SecretStr | None = Field(default=None, alias="RotationToken")
+
+
+class Endpoint(_Wire):
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class DatabaseSecret(BaseModel):
+    """The secret's JSON, in the shape of AWS's official rotation templates plus ``replicas``.
+
+    Unknown keys are kept (``extra="allow"``) so a rotation never drops what an application stored in the secret.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    engine: str = Field(min_length=1)
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str = Field(min_length=1)
+    password: SecretStr
+    dbname: str | None = None
+    ssl: bool | str | None = None
+    replicas: list[Endpoint] = Field(default_factory=list)
+    masterarn: str | None = None
+
+    @field_validator("password")
+    @classmethod
+    def _password_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("must not be empty")
+        return value
+
+    @classmethod
+    def from_secret_string(cls, secret_string: SecretStr, *, label: str = "secret") -> DatabaseSecret:
+        try:
+            data = json.loads(secret_string.get_secret_value())
+        except json.JSONDecodeError:
+            raise SecretInvalid(f"the {label} value is not JSON") from None
+        if not isinstance(data, dict):
+            raise SecretInvalid(f"the {label} value is not a JSON object")
+        return parse_model(cls, data, SecretInvalid, f"the {label} value")
+
+    def to_secret_string(self) -> SecretStr:
+        data = self.model_dump(mode="python", exclude_none=True)
+        data["password"] = self.password.get_secret_value()
+        if not self.replicas:
+            data.pop("replicas", None)
+        else:
+            data["replicas"] = [replica.dump() for replica in self.replicas]
+        return SecretStr(json.dumps(data))
+
+    def with_password(self, password: SecretStr) -> DatabaseSecret:
+        return self.model_copy(update={"password": password})
+
+
+class SslPolicy(_Wire):
+    """AWS's template semantics: no ``ssl`` key or an unknown string → try TLS, fall back to plain;
+    a bool or "true"/"false" → exactly that, no fallback."""
+
+    use_tls: bool
+    fall_back: bool
+
+    @classmethod
+    def from_secret(cls, secret: DatabaseSecret) -> SslPolicy:
+        value = secret.ssl
+        if isinstance(value, bool):
+            return cls(use_tls=value, fall_back=False)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return cls(use_tls=value.lower() == "true", fall_back=False)
+        return cls(use_tls=True, fall_back=True)
+
+
+EndpointRole = Literal["primary", "replica"]
+
+
+class TopologyEndpoint(Endpoint):
+    role: EndpointRole
+
+
+class Topology(_Wire):
+    """Where the secret's user lives: the primary that takes the write, and replicas that receive it by replication."""
+
+    engine: str
+    primary: TopologyEndpoint
+    replicas: list[TopologyEndpoint] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def endpoints(self) -> list[TopologyEndpoint]:
+        """Primary first, then replicas: what the state machine's per-endpoint Maps iterate over."""
+        return [self.primary, *self.replicas]
+
+
+class ExecutionInput(_Wire):
+    """The state machine's input. Identifiers only: never a secret value or the RotationToken."""
+
+    secret_id: str = Field(alias="secretId")
+    token: str
+    step: RotationStep
+
+
+class Failure(_Wire):
+    """What a Catch puts at ``$.failure``."""
+
+    error: str = Field(alias="Error", default="States.Unknown")
+    cause: str = Field(alias="Cause", default="")
+
+
+class TaskInput(ExecutionInput):
+    """Payload of every task; ``state`` is ``$$.State.Name`` so errors can say where they happened."""
+
+    state: str | None = None
+    execution_arn: str | None = Field(default=None, alias="executionArn")
+    endpoint: TopologyEndpoint | None = None
+
+
+class RollbackInput(TaskInput):
+    failure: Failure = Field(default_factory=Failure)
+
+
+class EndpointReport(_Wire):
+    endpoint: str
+    role: EndpointRole
+    result: str
+    attempts: int = 1
+
+
+class SetPasswordReport(_Wire):
+    endpoint: str
+    changed: bool
+    logged_in_with: str = Field(alias="loggedInWith")
+
+
+class PromoteReport(_Wire):
+    promoted: bool
+    previous_version: str | None = Field(default=None, alias="previousVersion")
+
+
+class EndpointRestore(_Wire):
+    endpoint: str
+    role: EndpointRole
+    outcome: Literal["unchanged", "restored", "in_sync", "not_in_sync", "unreachable", "cannot_restore"]
+    detail: str | None = None
+
+
+class Alert(_Wire):
+    """The SNS message body. Built from identifiers and sanitized messages only."""
+
+    subject: str
+    secret_arn: str = Field(alias="secretArn")
+    secret_name: str = Field(alias="secretName")
+    step: RotationStep
+    failed_state: str | None = Field(default=None, alias="failedState")
+    endpoint: str | None = None
+    error_type: str = Field(alias="errorType")
+    message: str
+    execution_arn: str | None = Field(default=None, alias="executionArn")
+    console_url: str | None = Field(default=None, alias="consoleUrl")
+    database_restored: bool = Field(alias="databaseRestored")
+    pending_removed: bool = Field(alias="pendingRemoved")
+    endpoints: list[EndpointRestore]
+    action: str
+
+
+class RollbackReport(_Wire):
+    summary: str
+    alert: Alert
+
+
+class StepOutcome(_Wire):
+    """What the thin function returns to Secrets Manager (and logs)."""
+
+    step: RotationStep
+    status: Literal["succeeded", "skipped_already_current"]
+    execution_arn: str | None = Field(default=None, alias="executionArn")
+    pending_created: bool | None = Field(default=None, alias="pendingCreated")

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from rotator_core.coordinator import CoordinatorSettings, RotationCoordinator, execution_name
+from rotator_core.errors import (
+    ExecutionStillRunning,
+    RotationNotEnabled,
+    RotationStepFailed,
+    SecretInvalid,
+    TokenNotFound,
+    TokenNotPending,
+    UnsupportedEngine,
+)
+from rotator_core.models import RotationEvent, RotationStep
+from rotator_core.ports import ExecutionState, PasswordPolicy
+from tests.conftest import OLD_PASSWORD, TOKEN, app_secret
+from tests.fakes import FakeExecutions, InMemorySecretStore
+
+
+def event(step: str, token: str = TOKEN, rotation_token: str | None = None) -> RotationEvent:
+    data = {"Step": step, "SecretId": "rotator/app", "ClientRequestToken": token}
+    if rotation_token:
+        data["RotationToken"] = rotation_token
+    return RotationEvent.model_validate(data)
+
+
+def coordinator(store: InMemorySecretStore, executions: FakeExecutions, **settings: object) -> RotationCoordinator:
+    return RotationCoordinator(store, executions, CoordinatorSettings(**settings), sleep=lambda _: None)  # type: ignore[arg-type]
+
+
+def test_create_secret_stages_a_new_password_and_starts_an_execution_with_identifiers_only(
+    store: InMemorySecretStore,
+) -> None:
+    # Given RotateSecret has staged a value-less AWSPENDING version for the token
+    store.stage_pending("rotator/app", TOKEN)
+    executions = FakeExecutions()
+    # When createSecret runs with a RotationToken
+    outcome = coordinator(store, executions).handle(event("createSecret", rotation_token="rt-secret-xyz"), 900)
+    # Then the pending value is the current one with a new password, put with the RotationToken
+    pending = json.loads(store.value("rotator/app", "AWSPENDING") or "{}")
+    assert pending == {**json.loads(json.dumps(app_secret(port=5432))), "password": pending["password"]}
+    assert pending["password"] != OLD_PASSWORD
+    assert store.rotation_tokens == ["rt-secret-xyz"]
+    # And the engine's excluded characters were asked for
+    assert store.policies[0].exclude_characters == "/@\"'\\"
+    # And one execution got identifiers only
+    assert outcome.status == "succeeded" and outcome.pending_created is True
+    (execution_input,) = executions.started.values()
+    assert execution_input == {"secretId": store.secrets["rotator/app"].arn, "token": TOKEN, "step": "createSecret"}
+    assert "rt-secret-xyz" not in json.dumps(outcome.dump())
+
+
+def test_create_secret_twice_keeps_the_first_value_and_reuses_the_execution(store: InMemorySecretStore) -> None:
+    store.stage_pending("rotator/app", TOKEN)
+    executions = FakeExecutions()
+    first = coordinator(store, executions).handle(event("createSecret"), 900)
+    value = store.value("rotator/app", "AWSPENDING")
+    # When Secrets Manager invokes the same step again
+    second = coordinator(store, executions).handle(event("createSecret"), 900)
+    # Then nothing new is generated or put, and the same execution is used
+    assert store.value("rotator/app", "AWSPENDING") == value
+    assert [call for call in store.calls if call[0] == "put_pending"] == [("put_pending", TOKEN)]
+    assert first.execution_arn == second.execution_arn and second.pending_created is False
+    assert len(executions.started) == 1
+
+
+def test_password_knobs_from_the_environment_override_engine_defaults(store: InMemorySecretStore) -> None:
+    store.stage_pending("rotator/app", TOKEN)
+    policy = PasswordPolicy(length=48, exclude_characters="abc", exclude_punctuation=True)
+    coordinator(store, FakeExecutions(), password_policy=policy).handle(event("createSecret"), 900)
+    assert store.policies == [policy]
+
+
+def test_rotation_disabled_is_rejected_and_nothing_changes() -> None:
+    store = InMemorySecretStore()
+    store.create("rotator/app", json.dumps(app_secret()), rotation_enabled=False)
+    store.stage_pending("rotator/app", TOKEN)
+    before = store.stages("rotator/app")
+    executions = FakeExecutions()
+    with pytest.raises(RotationNotEnabled):
+        coordinator(store, executions).handle(event("createSecret"), 900)
+    assert store.stages("rotator/app") == before and not executions.started
+
+
+def test_unknown_token_is_rejected(store: InMemorySecretStore) -> None:
+    with pytest.raises(TokenNotFound):
+        coordinator(store, FakeExecutions()).handle(event("setSecret", token="f" * 36), 900)
+
+
+def test_token_already_current_succeeds_without_doing_anything(store: InMemorySecretStore) -> None:
+    executions = FakeExecutions()
+    outcome = coordinator(store, executions).handle(event("finishSecret", token="v" * 32), 900)
+    assert outcome.status == "skipped_already_current"
+    assert not executions.started and not [c for c in store.calls if c[0] != "describe"]
+
+
+def test_token_neither_current_nor_pending_is_rejected(store: InMemorySecretStore) -> None:
+    store.secrets["rotator/app"].versions["p" * 32] = type(store.secrets["rotator/app"].versions["v" * 32])(
+        "{}", {"AWSPREVIOUS"}
+    )
+    with pytest.raises(TokenNotPending):
+        coordinator(store, FakeExecutions()).handle(event("setSecret", token="p" * 32), 900)
+
+
+@pytest.mark.parametrize(
+    ("secret", "error"),
+    [
+        ({k: v for k, v in app_secret().items() if k != "username"}, SecretInvalid),
+        (app_secret(engine="oracle"), UnsupportedEngine),
+        (app_secret(masterarn="arn:aws:secretsmanager:us-east-1:123456789012:secret:master"), SecretInvalid),
+    ],
+)
+def test_unusable_secret_fails_create_clearly_and_releases_pending(secret: dict[str, object], error: type) -> None:
+    # Given a secret the rotator cannot rotate
+    store = InMemorySecretStore()
+    store.create("rotator/app", json.dumps(secret))
+    store.stage_pending("rotator/app", TOKEN)
+    executions = FakeExecutions()
+    # When createSecret runs
+    with pytest.raises(error) as caught:
+        coordinator(store, executions).handle(event("createSecret"), 900)
+    # Then the error is clear, without the password; nothing was generated or started; AWSPENDING is released
+    assert OLD_PASSWORD not in str(caught.value)
+    assert not store.policies and not executions.started
+    assert store.stages("rotator/app") == {"v" * 32: {"AWSCURRENT"}}
+
+
+def test_failed_execution_fails_the_step_with_its_cause(store: InMemorySecretStore) -> None:
+    store.stage_pending("rotator/app", TOKEN, value=json.dumps(app_secret(password="new-pw-abcdef")))
+    executions = FakeExecutions(
+        ExecutionState("x", "RUNNING"), ExecutionState("x", "FAILED", "ReplicaNotInSync", "setSecret failed ...")
+    )
+    with pytest.raises(RotationStepFailed, match=r"setSecret failed \(FAILED\): setSecret failed \.\.\."):
+        coordinator(store, executions).handle(event("setSecret"), 900)
+
+
+def test_execution_outliving_the_budget_fails_the_step_so_a_retry_resumes_it(store: InMemorySecretStore) -> None:
+    # Given an execution that keeps running and a fake clock that advances one second per poll
+    store.stage_pending("rotator/app", TOKEN, value=json.dumps(app_secret(password="new-pw-abcdef")))
+    executions = FakeExecutions(*[ExecutionState("x", "RUNNING")] * 1000)
+    now = [0.0]
+    subject = RotationCoordinator(
+        store, executions, CoordinatorSettings(poll_seconds=1.0, safety_margin_seconds=10),
+        sleep=lambda seconds: now.__setitem__(0, now[0] + seconds), clock=lambda: now[0],
+    )
+    # When the function has 30 s left
+    with pytest.raises(ExecutionStillRunning):
+        subject.handle(event("testSecret"), 30)
+    # Then it stopped waiting before the safety margin
+    assert now[0] <= 20
+    # And a re-invocation starts nothing new
+    executions.script = []
+    assert subject.handle(event("testSecret"), 30).status == "succeeded"
+    assert len(executions.started) == 1
+
+
+def test_execution_names_are_deterministic_short_and_valid() -> None:
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/payments/db.main-user+x-AbCdEf"
+    names = {execution_name(arn, TOKEN, step) for step in RotationStep}
+    assert len(names) == 4
+    assert execution_name(arn, TOKEN, RotationStep.SET) == execution_name(arn, TOKEN, RotationStep.SET)
+    assert execution_name(arn, "b" * 36, RotationStep.SET) != execution_name(arn, TOKEN, RotationStep.SET)
+    for name in names:
+        assert len(name) <= 80 and re.fullmatch(r"[A-Za-z0-9_-]+", name)
+
+
+def test_pending_value_existing_for_the_token_is_validated_not_replaced(store: InMemorySecretStore) -> None:
+    store.stage_pending("rotator/app", TOKEN, value="not json")
+    with pytest.raises(SecretInvalid):
+        coordinator(store, FakeExecutions()).handle(event("createSecret"), 900)
+    assert store.value("rotator/app", "AWSPENDING") == "not json"

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from rotator_core.errors import InvalidEvent, SecretInvalid
+from rotator_core.models import DatabaseSecret, RollbackInput, RotationEvent, RotationStep, SslPolicy, TaskInput
+from rotator_core.redaction import parse_model, redact
+from tests.conftest import OLD_PASSWORD, TOKEN, app_secret
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+@pytest.mark.parametrize("step", [s.value for s in RotationStep])
+def test_every_secrets_manager_step_parses(step: str) -> None:
+    # Given a Secrets Manager event for the step
+    event = {"Step": step, "SecretId": "rotator/app", "ClientRequestToken": TOKEN, "RotationToken": "rt-sensitive-1"}
+    # When it is parsed
+    parsed = parse_model(RotationEvent, event, InvalidEvent, "rotation event")
+    # Then the step is known and the RotationToken is hidden from repr
+    assert parsed.step.value == step
+    assert "rt-sensitive-1" not in repr(parsed)
+
+
+def test_unknown_step_is_rejected_without_echoing_the_rotation_token() -> None:
+    event = {"Step": "dropSecret", "SecretId": "x", "ClientRequestToken": TOKEN, "RotationToken": "rt-sensitive-2"}
+    with pytest.raises(InvalidEvent) as caught:
+        parse_model(RotationEvent, event, InvalidEvent, "rotation event")
+    assert "Step" in str(caught.value)
+    assert "rt-sensitive-2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("event", [None, [], "createSecret", {"Step": "createSecret"}, {"SecretId": "x"}])
+def test_malformed_events_are_invalid(event: object) -> None:
+    with pytest.raises(InvalidEvent):
+        parse_model(RotationEvent, event, InvalidEvent, "rotation event")
+
+
+def test_secret_in_aws_template_shape_round_trips_and_keeps_unknown_keys() -> None:
+    # Given the JSON shape of AWS's PostgreSQL rotation template, a string port and an application key
+    secret = DatabaseSecret.from_secret_string(SecretStr(json.dumps(app_secret())))
+    # When the password is replaced
+    rotated = json.loads(secret.with_password(SecretStr("new-Password-98765")).to_secret_string().get_secret_value())
+    # Then only the password changed, and the port became a number
+    assert rotated["password"] == "new-Password-98765"
+    assert rotated["owner"] == "team-payments"
+    assert rotated["port"] == 5432
+    assert rotated["replicas"] == [{"host": "10.0.0.2", "port": 5432}, {"host": "10.0.0.3", "port": 5432}]
+    assert OLD_PASSWORD not in repr(secret)
+
+
+@pytest.mark.parametrize("missing", ["engine", "host", "username", "password"])
+def test_secret_missing_a_key_names_the_key_and_never_the_password(missing: str) -> None:
+    data = app_secret()
+    del data[missing]
+    with pytest.raises(SecretInvalid) as caught:
+        DatabaseSecret.from_secret_string(SecretStr(json.dumps(data)))
+    assert missing in str(caught.value)
+    assert OLD_PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1, 2]", '"a string"'])
+def test_secret_that_is_not_a_json_object_is_invalid(raw: str) -> None:
+    with pytest.raises(SecretInvalid):
+        DatabaseSecret.from_secret_string(SecretStr(raw))
+
+
+@pytest.mark.parametrize(
+    ("ssl", "use_tls", "fall_back"),
+    [(None, True, True), (True, True, False), (False, False, False), ("true", True, False), ("FALSE", False, False),
+     ("maybe", True, True)],
+)
+def test_ssl_policy_follows_aws_template_semantics(ssl: object, use_tls: bool, fall_back: bool) -> None:
+    data = app_secret() if ssl is None else app_secret(ssl=ssl)
+    policy = SslPolicy.from_secret(DatabaseSecret.from_secret_string(SecretStr(json.dumps(data))))
+    assert (policy.use_tls, policy.fall_back) == (use_tls, fall_back)
+
+
+def test_redact_replaces_every_secret_value_longest_first() -> None:
+    assert redact("pw=abcdef and abcdefgh", [SecretStr("abcdef"), "abcdefgh", None]) == "pw=*** and ***"
+
+
+def test_every_sample_event_parses_into_its_model() -> None:
+    # Given the sample events shipped in events/ (replayed by `rotator replay` and the integration tests)
+    files = sorted(EVENTS.rglob("*.json"))
+    assert len(files) >= 11
+    for path in files:
+        event = json.loads(path.read_text())
+        # Then each one is a valid Secrets Manager event or task input
+        if path.parent.name == "rotation":
+            parse_model(RotationEvent, event, InvalidEvent, path.name)
+        else:
+            parse_model(RollbackInput if "rollback" in path.name else TaskInput, event, InvalidEvent, path.name)
