@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Offline checks of the SAM application:
+#   1. sam validate --lint          (SAM transform + cfn-lint; no AWS credentials needed)
+#   2. sam build                    (python3.13 / arm64, uncached, into a throw-away build dir; no Docker)
+#   3. asl-validator on the ASL     (if npx exists; catches bad Next/Default targets that sam validate misses)
+# Run from anywhere; it works on the repository root. Exits non-zero on the first failure.
+# Env: SAM (default .venv-sam/bin/sam), KEEP_BUILD_DIR=1 keeps the temporary build dir, SKIP_ASL=1 skips step 3.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+TEMPLATE=template.yaml
+ASL=statemachines/rotation.asl.json
+SAM=${SAM:-.venv-sam/bin/sam}
+
+die() { echo "sam-check: ERROR: $*" >&2; exit 1; }
+step() { echo; echo "==> $*"; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+[ -x "$SAM" ] || die "$SAM not found. Create the SAM venv first (make sets up .venv-sam with 'pip install aws-sam-cli==1.170.0')."
+[ -f "$TEMPLATE" ] || die "$ROOT/$TEMPLATE not found"
+[ -f "$ASL" ] || die "$ROOT/$ASL not found"
+
+# Offline: no telemetry, no instance-metadata probing; validate --lint only needs a region.
+export SAM_CLI_TELEMETRY=0
+export AWS_EC2_METADATA_DISABLED=true
+export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-${AWS_REGION:-us-east-1}}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/rotator-sam-check.XXXXXX")
+cleanup() {
+    if [ "${KEEP_BUILD_DIR:-0}" = 1 ]; then echo "sam-check: kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+
+# --- 1. validate -------------------------------------------------------------------------------------------------
+step "sam validate --lint"
+t0=$(now)
+"$SAM" validate --lint --template-file "$TEMPLATE" || die "sam validate --lint failed"
+echo "validate: $(elapsed "$t0") s"
+
+# --- 2. build ----------------------------------------------------------------------------------------------------
+step "sam build (python3.13, arm64)"
+# sam build (no container) needs a python3.13 interpreter on PATH. On machines with pyenv, its shims only resolve
+# python3.13 when that version is selected: select 3.11/3.12/3.13 together unless the caller chose already.
+if command -v pyenv >/dev/null 2>&1; then
+    export PYENV_VERSION=${PYENV_VERSION:-3.11.7:3.12.1:3.13.0}
+    PYENV_SHIMS="$(pyenv root)/shims"
+    case ":$PATH:" in *":$PYENV_SHIMS:"*) ;; *) export PATH="$PYENV_SHIMS:$PATH" ;; esac
+fi
+if ! py313_version=$(python3.13 -c 'import sys; assert sys.version_info[:2] == (3, 13); print(sys.version.split()[0])' 2>/dev/null); then
+    die "python3.13 is not available on PATH (PYENV_VERSION=${PYENV_VERSION:-unset}). sam build needs it for the python3.13 runtime: install Python 3.13 (e.g. 'pyenv install 3.13.0' and keep it in PYENV_VERSION) or build in a container with 'sam build --use-container'."
+fi
+echo "using python3.13 $py313_version ($(command -v python3.13))"
+
+t0=$(now)
+"$SAM" build \
+    --template-file "$TEMPLATE" \
+    --build-dir "$TMP/build" \
+    --cache-dir "$TMP/cache" \
+    --parallel \
+    --no-cached \
+    || die "sam build failed"
+build_s=$(elapsed "$t0")
+[ -f "$TMP/build/template.yaml" ] || die "sam build produced no $TMP/build/template.yaml"
+echo "build: ${build_s} s ($(du -sh "$TMP/build" | cut -f1) in $TMP/build)"
+
+# --- 3. ASL structure ----------------------------------------------------------------------------------------------
+step "asl-validator $ASL"
+if [ "${SKIP_ASL:-0}" = 1 ]; then
+    echo "skipped (SKIP_ASL=1)"
+elif ! command -v npx >/dev/null 2>&1; then
+    echo "npx not found: skipping asl-validator (install Node.js to check Next/Default targets)"
+else
+    t0=$(now)
+    if npx --yes asl-validator --json-path "$ASL"; then
+        :
+    elif grep -q '\${' "$ASL"; then
+        # The definition carries ${...} DefinitionSubstitutions; check a copy with dummy values in their place, so
+        # only genuine structural errors fail.
+        echo "retrying on a copy with DefinitionSubstitutions replaced by dummy ARNs"
+        sed -E \
+            -e 's/\$\{([A-Za-z0-9_]*FunctionArn)\}/arn:aws:lambda:us-east-1:123456789012:function:\1/g' \
+            -e 's/\$\{([A-Za-z0-9_]*TopicArn)\}/arn:aws:sns:us-east-1:123456789012:\1/g' \
+            -e 's/\$\{([A-Za-z0-9_]*StateMachineArn)\}/arn:aws:states:us-east-1:123456789012:stateMachine:\1/g' \
+            -e 's/\$\{([A-Za-z0-9_]*Arn)\}/arn:aws:iam::123456789012:role\/\1/g' \
+            -e 's/\$\{([A-Za-z0-9_]+)\}/\1/g' \
+            "$ASL" >"$TMP/rotation.asl.json"
+        npx --yes asl-validator --json-path "$TMP/rotation.asl.json" || die "asl-validator: $ASL is invalid"
+    else
+        die "asl-validator: $ASL is invalid"
+    fi
+    echo "asl-validator: $(elapsed "$t0") s"
+fi
+
+echo
+echo "sam-check: OK"

@@ -1,0 +1,128 @@
+"""Render a Step Functions execution history the way the console's graph and event table read: each state with its
+status, duration, retries and error, Map iterations indented under their Map."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+_ENTERED = "StateEntered"
+_EXITED = "StateExited"
+
+
+@dataclass
+class StateRow:
+    name: str
+    kind: str
+    iteration: str | None
+    started: datetime
+    ended: datetime | None = None
+    status: str = "RUNNING"
+    attempts: int = 0
+    error: str | None = None
+    cause: str | None = None
+    children: list[StateRow] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.ended is None else (self.ended - self.started).total_seconds()
+
+    @property
+    def retries(self) -> int:
+        return max(0, self.attempts - 1)
+
+
+def _short_cause(cause: str | None) -> str | None:
+    if not cause:
+        return None
+    try:
+        payload = json.loads(cause)
+    except json.JSONDecodeError:
+        return cause.strip().splitlines()[0]
+    if isinstance(payload, dict) and "errorMessage" in payload:
+        return str(payload["errorMessage"])
+    return cause
+
+
+def build_rows(events: list[dict[str, Any]]) -> list[StateRow]:
+    """Top-level states in order; each Map row holds its iterations' states as children."""
+    by_id = {event["id"]: event for event in events}
+    iteration_of: dict[int, str | None] = {}
+    open_rows: dict[tuple[str | None, str], StateRow] = {}
+    top: list[StateRow] = []
+    map_rows: dict[str, StateRow] = {}
+    for event in events:
+        kind = event["type"]
+        parent = by_id.get(event.get("previousEventId", 0))
+        iteration = iteration_of.get(parent["id"]) if parent else None
+        if kind == "MapIterationStarted":
+            details = event.get("mapIterationStartedEventDetails", {})
+            iteration = f"{details.get('name', 'Map')}[{details.get('index', '?')}]"
+        iteration_of[event["id"]] = iteration
+        if kind.endswith(_ENTERED):
+            name = event["stateEnteredEventDetails"]["name"]
+            row = StateRow(name=name, kind=kind[: -len(_ENTERED)], iteration=iteration, started=event["timestamp"])
+            open_rows[(iteration, name)] = row
+            if row.kind == "Map":
+                map_rows[name] = row
+            if iteration is None:
+                top.append(row)
+            else:
+                map_name = iteration.rsplit("[", 1)[0]
+                map_rows.get(map_name, StateRow(map_name, "Map", None, event["timestamp"])).children.append(row)
+            continue
+        current = _innermost_open(open_rows, iteration)
+        if current is None:
+            continue
+        if kind.endswith("Scheduled"):
+            current.attempts += 1
+        elif kind.endswith("Failed") or kind.endswith("TimedOut"):
+            details = next((v for k, v in event.items() if k.endswith("EventDetails") and isinstance(v, dict)), {})
+            if "error" in details or "cause" in details:
+                current.error, current.cause = details.get("error"), _short_cause(details.get("cause"))
+            if kind in ("ExecutionFailed", "MapStateFailed") or current.kind in ("Fail", "Map"):
+                current.status = "FAILED"
+        if kind.endswith(_EXITED):
+            name = event["stateExitedEventDetails"]["name"]
+            row = open_rows.pop((iteration, name), current)
+            row.ended = event["timestamp"]
+            if row.status == "RUNNING":
+                row.status = "CAUGHT" if row.error else "SUCCEEDED"
+    for row in open_rows.values():  # states that never exited: a Fail state, or a failed Map/Task
+        if row.status == "RUNNING" and (row.error or row.kind == "Fail"):
+            row.status = "FAILED"
+    return top
+
+
+def _innermost_open(open_rows: dict[tuple[str | None, str], StateRow], iteration: str | None) -> StateRow | None:
+    candidates = [row for (it, _), row in open_rows.items() if it == iteration]
+    return candidates[-1] if candidates else None
+
+
+_MARK = {"SUCCEEDED": "✓", "FAILED": "✗", "CAUGHT": "↪", "RUNNING": "…"}
+
+
+def _line(row: StateRow, indent: str) -> str:
+    seconds = f"{row.seconds:7.2f} s" if row.seconds is not None else "        "
+    label = f"{row.iteration.rsplit('[', 1)[1][:-1]}: {row.name}" if row.iteration else row.name
+    parts = [f"{indent}{_MARK.get(row.status, '?')} {label:<{52 - len(indent)}} {row.kind:<7} {seconds}"]
+    if row.retries:
+        parts.append(f"retries {row.retries}")
+    if row.error:
+        parts.append(f"{row.error}: {row.cause}" if row.cause else row.error)
+    return "  ".join(parts)
+
+
+def render(description: dict[str, Any], events: list[dict[str, Any]]) -> str:
+    start, stop = description.get("startDate"), description.get("stopDate")
+    took = f" in {(stop - start).total_seconds():.2f} s" if start and stop else ""
+    lines = [f"{description['name']}  {description['status']}{took}", f"  {description['executionArn']}"]
+    lines.append(f"  input: {description.get('input', '')}")
+    for row in build_rows(events):
+        lines.append(_line(row, "  "))
+        lines.extend(_line(child, "      ") for child in row.children)
+    if description.get("status") == "FAILED":
+        lines.append(f"  error: {description.get('error')}  cause: {description.get('cause')}")
+    return "\n".join(lines)
