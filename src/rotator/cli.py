@@ -87,13 +87,15 @@ def cmd_local_status(args: argparse.Namespace) -> int:
 
 
 # --- rotation -----------------------------------------------------------------------------------------------------
-def secret_executions(status: dict[str, Any], secret_arn: str) -> list[dict[str, Any]]:
+def secret_executions(status: dict[str, Any], secret_arn: str, token: str | None = None) -> list[dict[str, Any]]:
+    """The secret's executions (of one rotation, given its token), newest first."""
     sfn = client("stepfunctions", status)
     found = []
     for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=status["state_machine_arn"]):
         for item in page["executions"]:
             description = sfn.describe_execution(executionArn=item["executionArn"])
-            if json.loads(description.get("input") or "{}").get("secretId") == secret_arn:
+            execution_input = json.loads(description.get("input") or "{}")
+            if execution_input.get("secretId") == secret_arn and token in (None, execution_input.get("token")):
                 found.append(description)
     return sorted(found, key=lambda d: d["startDate"], reverse=True)
 
@@ -116,9 +118,9 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     try:
         secrets.rotate_secret(**request)
     except ClientError as exc:
-        print_executions(secret_executions(status, description["ARN"])[:4][::-1])
+        print_executions(secret_executions(status, description["ARN"], request["ClientRequestToken"])[::-1])
         raise CliError(f"rotation of {description['Name']} failed: {exc.response['Error']['Message']}") from None
-    print_executions(secret_executions(status, description["ARN"])[:4][::-1])
+    print_executions(secret_executions(status, description["ARN"], request["ClientRequestToken"])[::-1])
     print(f"rotated {description['Name']}: version {request['ClientRequestToken']} is AWSCURRENT")
     return 0
 

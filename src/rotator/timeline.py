@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 _ENTERED = "StateEntered"
+_MAP_LEVEL = ("MapStateSucceeded", "MapStateFailed", "MapStateAborted", "MapStateExited")
 _EXITED = "StateExited"
 
 
@@ -53,10 +54,17 @@ def build_rows(events: list[dict[str, Any]]) -> list[StateRow]:
     open_rows: dict[tuple[str | None, str], StateRow] = {}
     top: list[StateRow] = []
     map_rows: dict[str, StateRow] = {}
+    open_maps: list[str] = []
     for event in events:
         kind = event["type"]
         parent = by_id.get(event.get("previousEventId", 0))
         iteration = iteration_of.get(parent["id"]) if parent else None
+        if kind in _MAP_LEVEL and open_maps:
+            # moto chains these to the last iteration's event; they belong where the Map itself was entered.
+            name = event.get("stateExitedEventDetails", {}).get("name") or open_maps[-1]
+            iteration = map_rows[name].iteration if name in map_rows else None
+            if kind == "MapStateExited" and name in open_maps:
+                open_maps.remove(name)
         if kind == "MapIterationStarted":
             details = event.get("mapIterationStartedEventDetails", {})
             iteration = f"{details.get('name', 'Map')}[{details.get('index', '?')}]"
@@ -67,6 +75,7 @@ def build_rows(events: list[dict[str, Any]]) -> list[StateRow]:
             open_rows[(iteration, name)] = row
             if row.kind == "Map":
                 map_rows[name] = row
+                open_maps.append(name)
             if iteration is None:
                 top.append(row)
             else:

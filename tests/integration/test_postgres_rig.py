@@ -50,29 +50,17 @@ def _create_login_role(c: PgCluster, password: str) -> str:
     """Create a LOGIN role on the primary, sending only a client-side SCRAM verifier."""
     name = f"app_{secrets.token_hex(4)}"
     with psycopg.connect(c.dsn(c.primary), autocommit=True) as conn:
-        verifier = conn.pgconn.encrypt_password(
-            password.encode(), name.encode(), b"scram-sha-256"
-        ).decode()
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(name), sql.Literal(verifier)
-            )
-        )
+        verifier = conn.pgconn.encrypt_password(password.encode(), name.encode(), b"scram-sha-256").decode()
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(verifier)))
     return name
 
 
-def _login_with_retry(
-    c: PgCluster, node: PgNode, user: str, password: str, timeout: float = 5.0
-) -> str:
+def _login_with_retry(c: PgCluster, node: PgNode, user: str, password: str, timeout: float = 5.0) -> str:
     """Log in as user/password on node; a login right after replication can fail transiently, so retry."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return str(
-                _scalar(
-                    c.dsn(node, user=user, password=password), "SELECT current_user"
-                )
-            )
+            return str(_scalar(c.dsn(node, user=user, password=password), "SELECT current_user"))
         except psycopg.OperationalError:
             if time.monotonic() >= deadline:
                 raise
@@ -85,25 +73,18 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_cluster_has_a_primary_and_two_streaming_read_only_replicas(
-    cluster: PgCluster,
-) -> None:
+def test_cluster_has_a_primary_and_two_streaming_read_only_replicas(cluster: PgCluster) -> None:
     # Given a freshly started rig with two replicas
     # When we ask each node and the primary's replication view
-    in_recovery = {
-        n.name: _scalar(cluster.dsn(n), "SELECT pg_is_in_recovery()")
-        for n in cluster.nodes
-    }
+    in_recovery = {n.name: _scalar(cluster.dsn(n), "SELECT pg_is_in_recovery()") for n in cluster.nodes}
     streaming = _scalar(
-        cluster.dsn(cluster.primary),
-        "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+        cluster.dsn(cluster.primary), "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
     )
     # Then the primary is writable, both replicas are hot standbys, and both stream from the primary
     assert in_recovery == {"primary": False, "replica1": True, "replica2": True}
     assert streaming == 2
-    assert cluster.primary.port != 5432 and all(
-        r.port != 5432 for r in cluster.replicas
-    )
+    assert cluster.primary.port != 5432
+    assert all(r.port != 5432 for r in cluster.replicas)
     assert all(node_is_running(cluster, n) for n in cluster.nodes)
 
 
@@ -125,23 +106,11 @@ def test_role_created_on_primary_logs_in_on_every_replica(cluster: PgCluster) ->
     wait_replicas_caught_up(cluster)
     # Then the role exists on both replicas and can log in there with its password
     for replica in cluster.replicas:
-        assert (
-            _scalar(
-                cluster.dsn(replica),
-                "SELECT count(*) FROM pg_roles WHERE rolname = %s",
-                (name,),
-            )
-            == 1
-        )
+        assert _scalar(cluster.dsn(replica), "SELECT count(*) FROM pg_roles WHERE rolname = %s", (name,)) == 1
         assert _login_with_retry(cluster, replica, name, password) == name
     # And a wrong password is refused
-    with pytest.raises(
-        psycopg.OperationalError, match="password authentication failed"
-    ):
-        _scalar(
-            cluster.dsn(cluster.replicas[0], user=name, password="wrong-" + password),
-            "SELECT 1",
-        )
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        _scalar(cluster.dsn(cluster.replicas[0], user=name, password="wrong-" + password), "SELECT 1")
 
 
 def test_alter_role_on_a_replica_is_rejected_as_read_only(cluster: PgCluster) -> None:
@@ -166,11 +135,7 @@ def test_failed_statements_are_not_logged_with_their_text(cluster: PgCluster) ->
         psycopg.connect(cluster.dsn(cluster.primary), autocommit=True) as conn,
         pytest.raises(psycopg.errors.UndefinedObject),
     ):
-        conn.execute(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier("no_such_role"), sql.Literal(marker)
-            )
-        )
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier("no_such_role"), sql.Literal(marker)))
     # Then the server log does not contain it
     assert marker not in cluster.log_file(cluster.primary).read_text()
 
@@ -180,7 +145,8 @@ def test_stopped_replica_restarts_and_catches_up(cluster: PgCluster) -> None:
     r1, r2 = cluster.replicas
     stop_node(cluster, r1)
     stop_node(cluster, r2, immediate=True)
-    assert not node_is_running(cluster, r1) and not node_is_running(cluster, r2)
+    assert not node_is_running(cluster, r1)
+    assert not node_is_running(cluster, r2)
     stop_node(cluster, r1)  # stopping a stopped node is a no-op
     # And a role created on the primary while they were down
     password = secrets.token_urlsafe(16)
@@ -196,9 +162,7 @@ def test_stopped_replica_restarts_and_catches_up(cluster: PgCluster) -> None:
         assert _login_with_retry(cluster, replica, name, password) == name
 
 
-def test_start_cluster_refuses_a_base_dir_with_a_running_cluster(
-    cluster: PgCluster,
-) -> None:
+def test_start_cluster_refuses_a_base_dir_with_a_running_cluster(cluster: PgCluster) -> None:
     # Given a running rig
     # When another start is attempted on the same base dir
     # Then it is refused and the running rig is untouched

@@ -3,7 +3,7 @@
 ::
 
     with LocalAwsStack("template.yaml", serve_aws=True) as stack:
-        sm = stack.client("secretsmanager")            # in-process (moto), or boto3 with endpoint_url=stack.aws_endpoint
+        sm = stack.client("secretsmanager")  # in-process (moto); other processes: endpoint_url=stack.aws_endpoint
         sm.create_secret(Name="db", SecretString="{...}")
         sm.rotate_secret(SecretId="db", RotationLambdaARN=stack.function_arn("RotationFunction"),
                          RotationRules={"AutomaticallyAfterDays": 30})
@@ -215,8 +215,8 @@ class LocalAwsStack:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
             "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - dummy credentials for moto
-            "AWS_SESSION_TOKEN": "testing",  # noqa: S105
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
             "POWERTOOLS_METRICS_NAMESPACE": DEFAULT_METRICS_NAMESPACE,
         }
@@ -290,9 +290,14 @@ class LocalAwsStack:
         for function in self.template.functions.values():
             try:
                 self.invoker.handler(function)
-            except Exception as exc:  # noqa: BLE001 - reported, the stack still runs
+            except Exception as exc:
                 errors[function.logical_id] = f"{type(exc).__name__}: {exc}"
-                LOG.error("cannot import handler %s of %s: %s", function.handler, function.logical_id, errors[function.logical_id])
+                LOG.error(
+                    "cannot import handler %s of %s: %s",
+                    function.handler,
+                    function.logical_id,
+                    errors[function.logical_id],
+                )
         return errors
 
     # -- endpoints and names ------------------------------------------------------------------------------------------
@@ -362,8 +367,9 @@ class LocalAwsStack:
             kwargs.setdefault("endpoint_url", self.aws_endpoint)
         return boto3.client(service_name, **kwargs)
 
-    def run_execution(self, execution_input: Mapping[str, Any] | str, *, name: str | None = None,
-                      timeout: float = 120.0) -> dict[str, Any]:
+    def run_execution(
+        self, execution_input: Mapping[str, Any] | str, *, name: str | None = None, timeout: float = 120.0
+    ) -> dict[str, Any]:
         """Start an execution of the deployed state machine and wait for it; returns DescribeExecution's answer."""
         import json
 
@@ -433,5 +439,5 @@ class LocalAwsStack:
 def _quietly(action: Any) -> None:
     try:
         action()
-    except Exception:  # noqa: BLE001 - teardown must go on
+    except Exception:
         LOG.exception("error while stopping the local stack")

@@ -94,7 +94,7 @@ class LocalEnvironment:
         if fast_retries:
             argv.append("--fast-retries")
         with self.log_file.open("ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.project_root, start_new_session=True,
             )

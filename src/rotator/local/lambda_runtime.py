@@ -150,9 +150,7 @@ class LambdaInvoker:
         try:
             return self.functions[name]
         except KeyError:
-            raise FunctionNotFound(
-                f"Function not found: {self.function_arn(name)}"
-            ) from None
+            raise FunctionNotFound(f"Function not found: {self.function_arn(name)}") from None
 
     def handler(self, function: LocalFunction) -> Callable[[Any, Any], Any]:
         cached = self._handlers.get(function.logical_id)
@@ -220,7 +218,7 @@ class LambdaInvoker:
         for listener in list(self.listeners):
             try:
                 listener(function, payload, result)
-            except Exception:  # noqa: BLE001 - an observer must not break the invocation
+            except Exception:
                 LOG.exception("invoke listener failed")
         return result
 
@@ -231,7 +229,7 @@ class LambdaInvoker:
         try:
             handler = self.handler(function)
             value = handler(payload, context)
-        except Exception as exc:  # noqa: BLE001 - reported like the Lambda runtime does
+        except Exception as exc:
             # Like the Python runtime: formatted frames only (file, line, function, source line), no locals.
             tb = exc.__traceback__
             tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb  # drop this runtime's own frame
@@ -287,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: LambdaInvokeServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         LOG.debug("lambda-api %s", format % args)
 
     def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
@@ -306,12 +304,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _function_ref(self, raw: str, query: dict[str, list[str]]) -> str:
         name = unquote(raw)
-        qualifier = (query.get("Qualifier") or [None])[0]
+        qualifier = (query.get("Qualifier") or [""])[0]
         if qualifier and qualifier != "$LATEST":
             LOG.debug("qualifier %s ignored: the local stack has only $LATEST", qualifier)
         return name
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+    def do_POST(self) -> None:
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw_body = self.rfile.read(length) if length else b""
@@ -345,7 +343,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-Amz-Function-Error"] = result.function_error
         self._send(200, result.response_body(), headers)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         invoker = self.server.invoker
         if _LIST_PATH.match(url.path):
@@ -382,7 +380,9 @@ class LambdaInvokeServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, name="lambda-invoke-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="lambda-invoke-api", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

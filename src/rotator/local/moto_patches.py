@@ -162,7 +162,7 @@ class SecretsManagerRotationEmulation:
             )
             if version_stage == "AWSCURRENT":
                 _sync_default_version(backend.secrets[secret_id])
-            return result  # type: ignore[no-any-return]
+            return result
 
         def put_secret_value(
             backend: Any,
@@ -186,9 +186,7 @@ class SecretsManagerRotationEmulation:
                         f"You can't use ClientRequestToken {client_request_token} because that value is already "
                         f"in use for a version of secret {secret.arn}."
                     )
-            return original_put(  # type: ignore[no-any-return]
-                backend, secret_id, secret_string, secret_binary, client_request_token, version_stages
-            )
+            return original_put(backend, secret_id, secret_string, secret_binary, client_request_token, version_stages)
 
         self._exit.enter_context(mock.patch.object(lambda_utils, "get_backend", get_backend))
         self._exit.enter_context(mock.patch.object(SecretsManagerBackend, "rotate_secret", rotate_secret))

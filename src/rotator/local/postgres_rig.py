@@ -156,13 +156,7 @@ class PgCluster:
                 return n
         raise RigError(f"no node named {name!r} in cluster at {self.base_dir}")
 
-    def dsn(
-        self,
-        node: PgNode,
-        user: str | None = None,
-        password: str | None = None,
-        dbname: str | None = None,
-    ) -> str:
+    def dsn(self, node: PgNode, user: str | None = None, password: str | None = None, dbname: str | None = None) -> str:
         """libpq conninfo for ``node`` over TCP; user/password/dbname default to the admin role and app db.
 
         When ``user`` is given without ``password``, no password is put in the string.
@@ -241,13 +235,7 @@ def find_bindir(env: Mapping[str, str] | None = None) -> Path:
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
-            out = subprocess.run(
-                [pg_config, "--bindir"],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=10,
-            )
+            out = subprocess.run([pg_config, "--bindir"], check=True, capture_output=True, text=True, timeout=10)
             path = Path(out.stdout.strip())
             if (path / "initdb").is_file():
                 return path
@@ -314,17 +302,8 @@ def _ensure_traversable(path: Path, os_user: str) -> list[Path]:
                 raise RigError(f"OS user {os_user!r} cannot traverse {d} and chmod o+x failed: {exc}") from exc
             changed.append(d)
     if changed:
-        log.warning(
-            "added o+x to %s so OS user %r can reach %s",
-            ", ".join(map(str, changed)),
-            os_user,
-            path,
-        )
-    probe = subprocess.run(
-        ["runuser", "-u", os_user, "--", "test", "-x", str(path)],
-        check=False,
-        capture_output=True,
-    )
+        log.warning("added o+x to %s so OS user %r can reach %s", ", ".join(map(str, changed)), os_user, path)
+    probe = subprocess.run(["runuser", "-u", os_user, "--", "test", "-x", str(path)], check=False, capture_output=True)
     if probe.returncode != 0:
         raise RigError(
             f"OS user {os_user!r} still cannot reach {path} (ACLs, SELinux or a root-squashed mount?); choose a base "
@@ -547,13 +526,7 @@ def _connect(conninfo: str, *, timeout: int = 5) -> Iterator[psycopg.Connection[
 
 
 def _bootstrap_conninfo(cluster: PgCluster, node: PgNode) -> str:
-    return make_conninfo(
-        "",
-        host=str(cluster.sock_dir),
-        port=node.port,
-        user=BOOTSTRAP_USER,
-        dbname="postgres",
-    )
+    return make_conninfo("", host=str(cluster.sock_dir), port=node.port, user=BOOTSTRAP_USER, dbname="postgres")
 
 
 def _scram_verifier(conn: psycopg.Connection[Any], user: str, password: str) -> str:
@@ -585,10 +558,7 @@ def _bootstrap_roles(cluster: PgCluster, replicator_password: str) -> None:
         # backups, one backup's checkpoint can otherwise remove a segment the other's WAL stream still needs
         # ("requested WAL segment ... has already been removed").
         for replica in cluster.replicas:
-            conn.execute(
-                "SELECT pg_create_physical_replication_slot(%s, true)",
-                (replica.slot_name,),
-            )
+            conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (replica.slot_name,))
 
 
 def _replica_state(cluster: PgCluster, node: PgNode) -> tuple[bool, str | None]:
@@ -607,11 +577,7 @@ def _wait_replica_ready(cluster: PgCluster, node: PgNode, *, streaming: bool, ti
             return None
         return True
 
-    _poll(
-        check,
-        timeout=timeout,
-        what=f"{node.name} to be {'streaming' if streaming else 'in recovery'}",
-    )
+    _poll(check, timeout=timeout, what=f"{node.name} to be {'streaming' if streaming else 'in recovery'}")
 
 
 def _wait_primary_ready(cluster: PgCluster, timeout: float) -> None:
@@ -642,11 +608,7 @@ def wait_replicas_caught_up(cluster: PgCluster, timeout: float = 10.0) -> None:
                 r = c.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()
                 return True if r is not None and r[0] else None
 
-        _poll(
-            caught_up,
-            timeout=max(0.0, deadline - time.monotonic()),
-            what=f"{node.name} to replay up to {target}",
-        )
+        _poll(caught_up, timeout=max(0.0, deadline - time.monotonic()), what=f"{node.name} to replay up to {target}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -654,19 +616,8 @@ def wait_replicas_caught_up(cluster: PgCluster, timeout: float = 10.0) -> None:
 
 
 def _pg_ctl_start_argv(cluster: PgCluster, node: PgNode, os_user: str | None) -> list[str]:
-    return _argv(
-        cluster.bindir,
-        os_user,
-        "pg_ctl",
-        "-D",
-        str(node.data_dir),
-        "-l",
-        str(cluster.log_file(node)),
-        "-w",
-        "-t",
-        str(int(_START_TIMEOUT_S)),
-        "start",
-    )
+    args = ["-D", str(node.data_dir), "-l", str(cluster.log_file(node)), "-w", "-t", str(int(_START_TIMEOUT_S))]
+    return _argv(cluster.bindir, os_user, "pg_ctl", *args, "start")
 
 
 def start_node(cluster: PgCluster, node: PgNode) -> None:
@@ -674,6 +625,8 @@ def start_node(cluster: PgCluster, node: PgNode) -> None:
     if node_is_running(cluster, node):
         raise RigError(f"{node.name} is already running")
     os_user = _effective_os_user(cluster)
+    if os_user is not None:
+        _ensure_traversable(cluster.base_dir, os_user)
     _prepare_socket_dir(cluster, os_user)
     _run(
         _pg_ctl_start_argv(cluster, node, os_user),
@@ -686,27 +639,13 @@ def start_node(cluster: PgCluster, node: PgNode) -> None:
         _wait_primary_ready(cluster, _READY_TIMEOUT_S)
     else:
         _wait_replica_ready(
-            cluster,
-            node,
-            streaming=node_is_running(cluster, cluster.primary),
-            timeout=_READY_TIMEOUT_S,
+            cluster, node, streaming=node_is_running(cluster, cluster.primary), timeout=_READY_TIMEOUT_S
         )
 
 
 def _stop_argv(cluster: PgCluster, node: PgNode, os_user: str | None, immediate: bool) -> list[str]:
-    return _argv(
-        cluster.bindir,
-        os_user,
-        "pg_ctl",
-        "-D",
-        str(node.data_dir),
-        "-m",
-        "immediate" if immediate else "fast",
-        "-w",
-        "-t",
-        "60",
-        "stop",
-    )
+    mode = "immediate" if immediate else "fast"
+    return _argv(cluster.bindir, os_user, "pg_ctl", "-D", str(node.data_dir), "-m", mode, "-w", "-t", "60", "stop")
 
 
 def stop_node(cluster: PgCluster, node: PgNode, immediate: bool = False) -> None:
@@ -728,14 +667,7 @@ def stop_cluster(cluster: PgCluster, remove: bool = True) -> None:
     running = [n for n in cluster.replicas if node_is_running(cluster, n)]
     if running:
         _run_parallel(
-            [
-                (
-                    f"stopping {n.name}",
-                    _stop_argv(cluster, n, os_user, False),
-                    cluster.log_file(n),
-                )
-                for n in running
-            ],
+            [(f"stopping {n.name}", _stop_argv(cluster, n, os_user, False), cluster.log_file(n)) for n in running],
             cwd=cluster.base_dir,
             timeout=70,
         )
@@ -877,23 +809,9 @@ def _create(cluster: PgCluster, os_user: str | None, replicator_password: str) -
 
     # primary
     t0 = time.monotonic()
+    initdb_args = ["-U", BOOTSTRAP_USER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]
     _run(
-        _argv(
-            cluster.bindir,
-            os_user,
-            "initdb",
-            "-D",
-            str(cluster.primary.data_dir),
-            "-U",
-            BOOTSTRAP_USER,
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-            "--no-instructions",
-        ),
+        _argv(cluster.bindir, os_user, "initdb", "-D", str(cluster.primary.data_dir), *initdb_args),
         cwd=base,
         what="initdb",
     )
@@ -910,50 +828,22 @@ def _create(cluster: PgCluster, os_user: str | None, replicator_password: str) -
     )
     _bootstrap_roles(cluster, replicator_password)
     _wait_primary_ready(cluster, _READY_TIMEOUT_S)
-    log.info(
-        "primary up on %s:%d in %.2fs",
-        HOST,
-        cluster.primary.port,
-        time.monotonic() - t0,
-    )
+    log.info("primary up on %s:%d in %.2fs", HOST, cluster.primary.port, time.monotonic() - t0)
     if not cluster.replicas:
         return
 
-    # replicas: base backups in parallel (each creates its own physical slot), then configure and start
+    # replicas: base backups in parallel (into the slots made by _bootstrap_roles), then configure and start them
+    def basebackup_argv(n: PgNode) -> list[str]:
+        conninfo = make_conninfo(
+            "", host=HOST, port=cluster.primary.port, user=REPLICATION_USER, application_name=n.name
+        )
+        args = ["-D", str(n.data_dir), "-R", "-X", "stream", "-c", "fast", "-S", n.slot_name, "--no-sync"]
+        return _argv(cluster.bindir, os_user, "pg_basebackup", *args, "--no-manifest", "-d", conninfo)
+
     _run_parallel(
-        [
-            (
-                f"pg_basebackup for {n.name}",
-                _argv(
-                    cluster.bindir,
-                    os_user,
-                    "pg_basebackup",
-                    "-D",
-                    str(n.data_dir),
-                    "-R",
-                    "-X",
-                    "stream",
-                    "-c",
-                    "fast",
-                    "-S",
-                    n.slot_name,
-                    "--no-sync",
-                    "--no-manifest",
-                    "-d",
-                    make_conninfo(
-                        "",
-                        host=HOST,
-                        port=cluster.primary.port,
-                        user=REPLICATION_USER,
-                        application_name=n.name,
-                    ),
-                ),
-                None,
-            )
-            for n in cluster.replicas
-        ],
+        [(f"pg_basebackup for {n.name}", basebackup_argv(n), None) for n in cluster.replicas],
         cwd=base,
-        env={"PGPASSWORD": replicator_password},
+        env={"PGPASSWORD": replicator_password},  # never on the command line
         timeout=120,
     )
     for n in cluster.replicas:
@@ -964,11 +854,7 @@ def _create(cluster: PgCluster, os_user: str | None, replicator_password: str) -
             )
     _run_parallel(
         [
-            (
-                f"starting {n.name}",
-                _pg_ctl_start_argv(cluster, n, os_user),
-                cluster.log_file(n),
-            )
+            (f"starting {n.name}", _pg_ctl_start_argv(cluster, n, os_user), cluster.log_file(n))
             for n in cluster.replicas
         ],
         cwd=base,
@@ -976,11 +862,7 @@ def _create(cluster: PgCluster, os_user: str | None, replicator_password: str) -
     )
     for n in cluster.replicas:
         _wait_replica_ready(cluster, n, streaming=True, timeout=_READY_TIMEOUT_S)
-    log.info(
-        "cluster up (%d replicas) in %.2fs",
-        len(cluster.replicas),
-        time.monotonic() - t0,
-    )
+    log.info("cluster up (%d replicas) in %.2fs", len(cluster.replicas), time.monotonic() - t0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1003,8 +885,7 @@ def _status_lines(cluster: PgCluster) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rotator.local.postgres_rig",
-        description="Local PostgreSQL primary + streaming replicas.",
+        prog="python -m rotator.local.postgres_rig", description="Local PostgreSQL primary + streaming replicas."
     )
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("base_dir", type=Path)

@@ -66,7 +66,7 @@ NO_VALUE = _NoValue()
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader that turns ``!Ref x`` into ``{"Ref": "x"}``, ``!GetAtt a.b`` into ``{"Fn::GetAtt": ["a", "b"]}``…"""
 
 
@@ -269,7 +269,7 @@ class Resolver:
 
     def _eval_condition(self, expr: Any) -> bool:
         if isinstance(expr, dict) and len(expr) == 1:
-            (key, arg), = expr.items()
+            ((key, arg),) = expr.items()
             if key == "Condition":
                 return self.condition(arg)
             if key == "Fn::Equals":
@@ -289,7 +289,7 @@ class Resolver:
         """Resolve intrinsics recursively. Raises Unresolvable; may return NO_VALUE."""
         if isinstance(value, dict):
             if len(value) == 1:
-                (key, arg), = value.items()
+                ((key, arg),) = value.items()
                 if key == "Ref":
                     return self._ref_value(arg)
                 if key.startswith("Fn::"):
@@ -313,9 +313,7 @@ class Resolver:
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::StackName": self.stack_name,
-            "AWS::StackId": (
-                f"arn:aws:cloudformation:{self.region}:{self.account_id}:stack/{self.stack_name}/local"
-            ),
+            "AWS::StackId": (f"arn:aws:cloudformation:{self.region}:{self.account_id}:stack/{self.stack_name}/local"),
         }
         if name == "AWS::NoValue":
             return NO_VALUE
@@ -405,9 +403,7 @@ def _resource_enabled(resolver: Resolver, resource: Mapping[str, Any], logical_i
         return True
 
 
-def _resolve_env(
-    resolver: Resolver, variables: Mapping[str, Any], where: str, warnings: list[str]
-) -> dict[str, str]:
+def _resolve_env(resolver: Resolver, variables: Mapping[str, Any], where: str, warnings: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, raw in variables.items():
         try:
