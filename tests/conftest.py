@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from rotator.local.aws_stack import LocalAwsStack
 from tests.fakes import InMemorySecretStore
 
 TOKEN = "a1b2c3d4-0000-4000-8000-00000000000a"
@@ -30,3 +34,29 @@ def store() -> InMemorySecretStore:
     store = InMemorySecretStore()
     store.create("rotator/app", json.dumps(app_secret()))
     return store
+
+
+# --- the local AWS stack (moto + our template and handlers), shared by the state machine and integration tests -----
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def aws_stack() -> Iterator[LocalAwsStack]:
+    """One in-process stack per test session: moto's ASL interpreter runs statemachines/rotation.asl.json and invokes
+    the real handlers. Retry sleeps are shortened (fast_retries); production intervals are untouched."""
+    with LocalAwsStack(ROOT / "template.yaml", fast_retries=True) as stack:
+        yield stack
+
+
+@pytest.fixture
+def secrets_client(aws_stack: LocalAwsStack) -> Any:
+    return aws_stack.client("secretsmanager")
+
+
+def alerts_for(stack: LocalAwsStack, secret_name: str) -> list[dict[str, Any]]:
+    messages = [json.loads(m["Message"]) for m in stack.sns_messages() if m["Message"].startswith("{")]
+    return [m for m in messages if m.get("secretName") == secret_name]
+
+
+def stages_of(client: Any, secret_id: str) -> dict[str, list[str]]:
+    return dict(client.describe_secret(SecretId=secret_id)["VersionIdsToStages"])

@@ -7,8 +7,8 @@ from functools import cache
 from typing import TypeVar
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel, Field
 from rotator_aws.secrets_manager import SecretsManagerStore
 from rotator_aws.step_functions import StepFunctionsExecutions
@@ -21,7 +21,6 @@ from rotator_core.tasks import RotationTasks, TaskSettings
 
 logger = Logger()
 tracer = Tracer()
-metrics = Metrics()
 
 TaskT = TypeVar("TaskT", bound=TaskInput)
 
@@ -98,15 +97,21 @@ def run_task(
         state=task.state,
         endpoint=endpoint,
     )
-    metrics.add_dimension(name="Task", value=task_name)
     try:
         result = operation(task)
-    except RotatorError as exc:
-        exc.with_context(state=task.state, endpoint=endpoint)
+    except Exception as exc:
+        if isinstance(exc, RotatorError):
+            exc.with_context(state=task.state, endpoint=endpoint)
         logger.warning("task failed", error_type=type(exc).__name__, error=str(exc))
-        metrics.add_metric(name="TaskFailed", unit=MetricUnit.Count, value=1)
+        count("TaskFailed", "Task", task_name)
         raise
     summary = result.dump()
     logger.info("task done", result=summary)
-    metrics.add_metric(name="TaskSucceeded", unit=MetricUnit.Count, value=1)
+    count("TaskSucceeded", "Task", task_name)
     return summary
+
+
+def count(metric: str, dimension: str, value: str) -> None:
+    """One EMF metric with its own dimension: no state shared between invocations."""
+    with single_metric(name=metric, unit=MetricUnit.Count, value=1) as single:
+        single.add_dimension(name=dimension, value=value)

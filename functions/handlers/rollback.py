@@ -7,11 +7,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from rotator_core.models import RollbackInput
 
-from handlers.common import logger, metrics, rotation_tasks, run_task, tracer
+from handlers.common import logger, rotation_tasks, run_task, tracer
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return run_task(event, RollbackInput, rotation_tasks().rollback, "rollback")

@@ -4,30 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from rotator_core.errors import InvalidEvent, RotatorError
+from rotator_core.errors import InvalidEvent
 from rotator_core.models import RotationEvent
 from rotator_core.redaction import parse_model
 
-from handlers.common import logger, metrics, rotation_coordinator, tracer
+from handlers.common import count, logger, rotation_coordinator, tracer
 
 
 # log_event stays False: the event carries the RotationToken.
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rotation = parse_model(RotationEvent, event, InvalidEvent, "rotation event")
     logger.append_keys(secret_id=rotation.secret_id, step=rotation.step.value, token=rotation.token)
-    metrics.add_dimension(name="Step", value=rotation.step.value)
     try:
         outcome = rotation_coordinator().handle(rotation, context.get_remaining_time_in_millis() / 1000)
-    except RotatorError as exc:
+    except Exception as exc:  # logged and counted whatever it is; the message never holds a secret value
         logger.error("rotation step failed", error_type=type(exc).__name__, error=str(exc))
-        metrics.add_metric(name="RotationStepFailed", unit=MetricUnit.Count, value=1)
+        count("RotationStepFailed", "Step", rotation.step.value)
         raise
     logger.append_keys(execution=outcome.execution_arn)
     logger.info("rotation step done", outcome=outcome.dump())
-    metrics.add_metric(name="RotationStepSucceeded", unit=MetricUnit.Count, value=1)
+    count("RotationStepSucceeded", "Step", rotation.step.value)
     return outcome.dump()

@@ -67,6 +67,8 @@ Globals:
 Resources:
   AlertTopic:
     Type: AWS::SNS::Topic
+    Properties:
+      TopicName: !Sub "lst-${Stage}-alerts"
   SomeKey:
     Type: AWS::KMS::Key
   RotationFunction:
@@ -384,10 +386,10 @@ def test_template_resolves_refs_getatt_parameters_and_substitutions(app_dir: Pat
         "PASSWORD_LENGTH": "24",
         "MODE": "lenient",
         "GREETING": f"us-east-1/test/{arn_prefix}FlakyFunction/${{Literal}}",
-        "TOPIC_NAME": "AlertTopic",
+        "TOPIC_NAME": "lst-test-alerts",
     }
     assert template.functions["FlakyFunction"].environment["ALERT_TOPIC_ARN"] == (
-        "arn:aws:sns:us-east-1:123456789012:AlertTopic"
+        "arn:aws:sns:us-east-1:123456789012:lst-test-alerts"
     )
     # And what has no local equivalent is omitted with a warning, not guessed
     assert any("KEY_ARN" in w for w in template.warnings)
@@ -456,11 +458,11 @@ def test_real_template_yaml_maps_to_the_spec() -> None:
 def test_task_retries_on_custom_error_and_handler_sees_moto_state(stack: LocalAwsStack, handlers: ModuleType) -> None:
     # Given a secret in (moto's) Secrets Manager and a task that fails twice with TransientError
     sm = stack.client("secretsmanager")
-    sm.create_secret(Name="rotator/app", SecretString=json.dumps({"username": "app", "password": "x" * 17}))
+    sm.create_secret(Name="lst/app", SecretString=json.dumps({"username": "app", "password": "x" * 17}))
 
     # When an execution runs
     started = time.monotonic()
-    result = stack.run_execution({"key": "retry-ok", "failures": 2, "secret_id": "rotator/app"})
+    result = stack.run_execution({"key": "retry-ok", "failures": 2, "secret_id": "lst/app"})
     elapsed = time.monotonic() - started
 
     # Then it succeeds after two retries, the handler ran in this process and read the secret from moto
@@ -527,6 +529,27 @@ def test_fast_retries_is_opt_in_and_real_intervals_sleep(stack: LocalAwsStack) -
     # Then the interpreter really waited the interval (ReadSecret then fails: the secret does not exist)
     assert result["status"] == "FAILED"
     assert elapsed >= 1.0
+
+
+def test_execution_names_default_to_uuids_and_are_validated_like_aws(stack: LocalAwsStack) -> None:
+    # Given the deployed state machine
+    sfn = stack.client("stepfunctions")
+    arn = stack.state_machine_arn
+    assert arn is not None
+    execution_input = json.dumps({"mode": "map", "items": []})
+
+    # When two executions are started without a name
+    first = sfn.start_execution(stateMachineArn=arn, input=execution_input)["executionArn"]
+    second = sfn.start_execution(stateMachineArn=arn, input=execution_input)["executionArn"]
+
+    # Then both run, under generated names
+    assert first != second
+    assert {stack.wait_for_execution(a)["status"] for a in (first, second)} == {"SUCCEEDED"}
+    # And names AWS would refuse are refused locally too
+    with pytest.raises(ClientError, match="length less than or equal to 80"):
+        sfn.start_execution(stateMachineArn=arn, name="x" * 81, input=execution_input)
+    with pytest.raises(sfn.exceptions.InvalidName):
+        sfn.start_execution(stateMachineArn=arn, name="has space", input=execution_input)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -627,12 +650,12 @@ def _stages(sm: Any, secret_id: str) -> dict[str, list[str]]:
 def test_rotate_secret_over_http_runs_the_four_steps_in_order(stack: LocalAwsStack, handlers: ModuleType) -> None:
     # Given a secret created over HTTP (as the CLI would) and the rotation function's ARN
     sm = _http_client(stack, "secretsmanager")
-    _create_enrolled_secret(sm, "rotator/rotate-ok")
-    old_version = next(iter(_stages(sm, "rotator/rotate-ok")))
+    _create_enrolled_secret(sm, "lst/rotate-ok")
+    old_version = next(iter(_stages(sm, "lst/rotate-ok")))
 
     # When RotateSecret is called
     response = sm.rotate_secret(
-        SecretId="rotator/rotate-ok",
+        SecretId="lst/rotate-ok",
         RotationLambdaARN=stack.function_arn("RotationFunction"),
         RotationRules={"AutomaticallyAfterDays": 30},
     )
@@ -644,28 +667,28 @@ def test_rotate_secret_over_http_runs_the_four_steps_in_order(stack: LocalAwsSta
     ]
     assert [s.step for s in stack.rotation_steps] == ["createSecret", "setSecret", "testSecret", "finishSecret"]
     # And the labels are where the function put them: new AWSCURRENT, old AWSPREVIOUS, no AWSPENDING
-    assert _stages(sm, "rotator/rotate-ok") == {old_version: ["AWSPREVIOUS"], token: ["AWSCURRENT"]}
-    current = json.loads(sm.get_secret_value(SecretId="rotator/rotate-ok")["SecretString"])
+    assert _stages(sm, "lst/rotate-ok") == {old_version: ["AWSPREVIOUS"], token: ["AWSCURRENT"]}
+    current = json.loads(sm.get_secret_value(SecretId="lst/rotate-ok")["SecretString"])
     assert len(current["password"]) == 24  # PASSWORD_LENGTH from the template's parameter default
-    assert sm.describe_secret(SecretId="rotator/rotate-ok")["RotationEnabled"] is True
+    assert sm.describe_secret(SecretId="lst/rotate-ok")["RotationEnabled"] is True
 
     # When it is rotated again without repeating the function ARN
-    again = sm.rotate_secret(SecretId="rotator/rotate-ok")
+    again = sm.rotate_secret(SecretId="lst/rotate-ok")
     # Then the configured function is used again
-    assert _stages(sm, "rotator/rotate-ok")[again["VersionId"]] == ["AWSCURRENT"]
+    assert _stages(sm, "lst/rotate-ok")[again["VersionId"]] == ["AWSCURRENT"]
     assert len(handlers.ROTATION_EVENTS) == 8
 
 
 def test_rotate_secret_stops_at_a_failing_step_with_its_message(stack: LocalAwsStack, handlers: ModuleType) -> None:
     # Given a secret whose rotation function fails at setSecret
     sm = _http_client(stack, "secretsmanager")
-    _create_enrolled_secret(sm, "rotator/rotate-fail", fail_at="setSecret")
-    old_version = next(iter(_stages(sm, "rotator/rotate-fail")))
+    _create_enrolled_secret(sm, "lst/rotate-fail", fail_at="setSecret")
+    old_version = next(iter(_stages(sm, "lst/rotate-fail")))
 
     # When RotateSecret is called
     with pytest.raises(ClientError) as raised:
         sm.rotate_secret(
-            SecretId="rotator/rotate-fail",
+            SecretId="lst/rotate-fail",
             RotationLambdaARN=stack.function_arn("RotationFunction"),
             RotationRules={"AutomaticallyAfterDays": 30},
         )
@@ -676,15 +699,15 @@ def test_rotate_secret_stops_at_a_failing_step_with_its_message(stack: LocalAwsS
     assert error["Message"] == "Rotation failed at setSecret: RotationStepError: configured to fail at setSecret"
     assert [e["Step"] for e in handlers.ROTATION_EVENTS] == ["createSecret", "setSecret"]
     # And AWSCURRENT did not move; the pending version stays (as on AWS) ...
-    stages = _stages(sm, "rotator/rotate-fail")
+    stages = _stages(sm, "lst/rotate-fail")
     assert stages[old_version] == ["AWSCURRENT"]
     assert sorted(stages.values()) == [["AWSCURRENT"], ["AWSPENDING"]]
-    assert json.loads(sm.get_secret_value(SecretId="rotator/rotate-fail")["SecretString"])["password"] == (
+    assert json.loads(sm.get_secret_value(SecretId="lst/rotate-fail")["SecretString"])["password"] == (
         "initial-password"
     )
     # ... and blocks the next rotation like AWS: a previous rotation isn't complete
     with pytest.raises(ClientError, match="previous rotation isn't complete"):
-        sm.rotate_secret(SecretId="rotator/rotate-fail")
+        sm.rotate_secret(SecretId="lst/rotate-fail")
 
 
 def test_rotate_immediately_false_runs_test_secret_only_and_changes_nothing(
@@ -692,12 +715,12 @@ def test_rotate_immediately_false_runs_test_secret_only_and_changes_nothing(
 ) -> None:
     # Given an enrolled secret
     sm = stack.client("secretsmanager")
-    _create_enrolled_secret(sm, "rotator/test-only")
-    before = _stages(sm, "rotator/test-only")
+    _create_enrolled_secret(sm, "lst/test-only")
+    before = _stages(sm, "lst/test-only")
 
     # When RotateSecret is called with RotateImmediately=False
     sm.rotate_secret(
-        SecretId="rotator/test-only",
+        SecretId="lst/test-only",
         RotationLambdaARN=stack.function_arn("RotationFunction"),
         RotationRules={"AutomaticallyAfterDays": 30},
         RotateImmediately=False,
@@ -705,8 +728,8 @@ def test_rotate_immediately_false_runs_test_secret_only_and_changes_nothing(
 
     # Then only testSecret ran, and the test's AWSPENDING version is gone again
     assert [e["Step"] for e in handlers.ROTATION_EVENTS] == ["testSecret"]
-    assert _stages(sm, "rotator/test-only") == before
-    assert json.loads(sm.get_secret_value(SecretId="rotator/test-only")["SecretString"])["password"] == (
+    assert _stages(sm, "lst/test-only") == before
+    assert json.loads(sm.get_secret_value(SecretId="lst/test-only")["SecretString"])["password"] == (
         "initial-password"
     )
 
@@ -714,22 +737,22 @@ def test_rotate_immediately_false_runs_test_secret_only_and_changes_nothing(
 def test_put_secret_value_reusing_a_pending_token_with_another_value_is_rejected(stack: LocalAwsStack) -> None:
     # Given a pending version with a value
     sm = stack.client("secretsmanager")
-    _create_enrolled_secret(sm, "rotator/idempotent")
+    _create_enrolled_secret(sm, "lst/idempotent")
     token = "a" * 32 + "-0000"
     sm.put_secret_value(
-        SecretId="rotator/idempotent", ClientRequestToken=token, SecretString="one", VersionStages=["AWSPENDING"]
+        SecretId="lst/idempotent", ClientRequestToken=token, SecretString="one", VersionStages=["AWSPENDING"]
     )
 
     # When the same token is put again with the same value, then with another value
     sm.put_secret_value(
-        SecretId="rotator/idempotent", ClientRequestToken=token, SecretString="one", VersionStages=["AWSPENDING"]
+        SecretId="lst/idempotent", ClientRequestToken=token, SecretString="one", VersionStages=["AWSPENDING"]
     )
     # Then the repeat is accepted and the change is refused, as on AWS
     with pytest.raises(sm.exceptions.ResourceExistsException):
         sm.put_secret_value(
-            SecretId="rotator/idempotent", ClientRequestToken=token, SecretString="two", VersionStages=["AWSPENDING"]
+            SecretId="lst/idempotent", ClientRequestToken=token, SecretString="two", VersionStages=["AWSPENDING"]
         )
-    assert sm.get_secret_value(SecretId="rotator/idempotent", VersionStage="AWSPENDING")["SecretString"] == "one"
+    assert sm.get_secret_value(SecretId="lst/idempotent", VersionStage="AWSPENDING")["SecretString"] == "one"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -794,7 +817,7 @@ def test_daemon_writes_state_file_serves_aws_and_stops_on_sigterm(app_dir: Path,
         assert state["region"] == "us-east-1"
         assert state["account_id"] == "123456789012"
         assert state["functions"]["RotationFunction"].endswith(":function:RotationFunction")
-        assert state["topic_arn"].endswith(":AlertTopic")
+        assert state["topic_arn"].endswith(":lst-test-alerts")
         # And another process can use its AWS over HTTP: a rotation runs through the daemon's Lambda runtime
         clients = {
             service: boto3.client(
@@ -808,17 +831,17 @@ def test_daemon_writes_state_file_serves_aws_and_stops_on_sigterm(app_dir: Path,
             for service in ("secretsmanager", "stepfunctions")
         }
         sm = clients["secretsmanager"]
-        sm.create_secret(Name="rotator/daemon", SecretString=json.dumps({"username": "u", "password": "p" * 9}))
+        sm.create_secret(Name="lst/daemon", SecretString=json.dumps({"username": "u", "password": "p" * 9}))
         sm.rotate_secret(
-            SecretId="rotator/daemon",
+            SecretId="lst/daemon",
             RotationLambdaARN=state["functions"]["RotationFunction"],
             RotationRules={"AutomaticallyAfterDays": 7},
         )
-        assert len(json.loads(sm.get_secret_value(SecretId="rotator/daemon")["SecretString"])["password"]) == 24
+        assert len(json.loads(sm.get_secret_value(SecretId="lst/daemon")["SecretString"])["password"]) == 24
         sfn = clients["stepfunctions"]
         execution = sfn.start_execution(
             stateMachineArn=state["state_machine_arn"],
-            input=json.dumps({"key": "daemon", "failures": 1, "secret_id": "rotator/daemon"}),
+            input=json.dumps({"key": "daemon", "failures": 1, "secret_id": "lst/daemon"}),
         )["executionArn"]
         while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
             time.sleep(0.05)

@@ -33,10 +33,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from rotator.local.lambda_runtime import InvokeResult, LambdaInvoker, LambdaInvokeServer
-from rotator.local.moto_patches import FastRetries, RotationStep, SecretsManagerRotationEmulation
+from rotator.local.moto_patches import ExecutionNames, FastRetries, RotationStep, SecretsManagerRotationEmulation
 from rotator.local.template import (
     DEFAULT_ACCOUNT_ID,
     DEFAULT_REGION,
@@ -54,7 +54,14 @@ _TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
 class LocalAwsStack:
-    """Context manager; ``start()`` / ``stop()`` for explicit control. One stack per process at a time."""
+    """Context manager; ``start()`` / ``stop()`` for explicit control.
+
+    Stacks may nest (a test's own stack inside a session-wide one): they share moto's state (moto's mocks nest), the
+    inner stack's functions and environment take precedence while it runs, functions it does not have are served by
+    the enclosing stack, and stopping it restores the enclosing stack's environment. Stop them in reverse order.
+    """
+
+    _active: ClassVar[list[LocalAwsStack]] = []
 
     def __init__(
         self,
@@ -94,6 +101,7 @@ class LocalAwsStack:
             enforce_timeouts=enforce_timeouts,
         )
         self._fast_retries = FastRetries(enabled=fast_retries)
+        self._execution_names = ExecutionNames()
         self._rotation = SecretsManagerRotationEmulation(
             self.invoker.invoke, self.invoker.lookup, include_rotation_token=include_rotation_token
         )
@@ -123,6 +131,9 @@ class LocalAwsStack:
             return self
         started = time.monotonic()
         self._started = True
+        if LocalAwsStack._active:
+            self.invoker.fallback = LocalAwsStack._active[-1].invoker
+        LocalAwsStack._active.append(self)
         try:
             self._apply_env()
             self._add_code_dirs()
@@ -132,6 +143,7 @@ class LocalAwsStack:
             self._mock.start()
             self._rotation.install()
             self._fast_retries.install()
+            self._execution_names.install()
 
             self._lambda_server = LambdaInvokeServer(self.invoker, self.host, self._lambda_port)
             self._lambda_server.start()
@@ -163,12 +175,18 @@ class LocalAwsStack:
         if not self._started:
             return
         self._started = False
+        if LocalAwsStack._active and LocalAwsStack._active[-1] is not self:
+            LOG.warning("stopping a local stack that is not the innermost one; stop nested stacks in reverse order")
+        if self in LocalAwsStack._active:
+            LocalAwsStack._active.remove(self)
+        self.invoker.fallback = None
         if self._moto_server is not None:
             _quietly(self._moto_server.stop)
             self._moto_server = None
         if self._lambda_server is not None:
             _quietly(self._lambda_server.stop)
             self._lambda_server = None
+        _quietly(self._execution_names.uninstall)
         _quietly(self._fast_retries.uninstall)
         _quietly(self._rotation.uninstall)
         if self._mock is not None:

@@ -124,6 +124,8 @@ class LambdaInvoker:
         self._lock = threading.Lock()
         # Observers (tests, the daemon's log) get (function, event, result) after each invocation.
         self.listeners: list[Callable[[LocalFunction, Any, InvokeResult], None]] = []
+        # Set while this invoker belongs to a stack started inside another one (tests): unknown names go there.
+        self.fallback: LambdaInvoker | None = None
 
     # -- names --------------------------------------------------------------------------------------------------------
 
@@ -131,7 +133,16 @@ class LambdaInvoker:
         return function_arn(self.region, self.account_id, logical_id)
 
     def lookup(self, name_or_arn: str) -> LocalFunction:
-        """Accepts ``Name``, ``Name:qualifier``, ``123456789012:function:Name[:q]`` and full ARNs (any qualifier)."""
+        """Accepts ``Name``, ``Name:qualifier``, ``123456789012:function:Name[:q]`` and full ARNs (any qualifier).
+        Falls back to ``fallback`` (the enclosing stack's invoker) for functions this one does not have."""
+        try:
+            return self._lookup_own(name_or_arn)
+        except FunctionNotFound:
+            if self.fallback is not None:
+                return self.fallback.lookup(name_or_arn)
+            raise
+
+    def _lookup_own(self, name_or_arn: str) -> LocalFunction:
         name = name_or_arn
         if name.startswith("arn:"):
             parts = name.split(":")
@@ -173,7 +184,12 @@ class LambdaInvoker:
 
     def invoke(self, function_name_or_arn: str, payload: Any) -> InvokeResult:
         """Run the function's handler with ``payload`` (already decoded JSON). Raises FunctionNotFound."""
-        function = self.lookup(function_name_or_arn)
+        try:
+            function = self._lookup_own(function_name_or_arn)
+        except FunctionNotFound:
+            if self.fallback is not None:
+                return self.fallback.invoke(function_name_or_arn, payload)
+            raise
         invoked_arn = (
             function_name_or_arn if function_name_or_arn.startswith("arn:") else self.function_arn(function.logical_id)
         )

@@ -26,6 +26,10 @@ Secrets Manager rotation (``SecretsManagerBackend.rotate_secret``):
   Unlike AWS, RotateSecret is synchronous here: it returns (or fails) after the last step. A caller over HTTP needs a
   read timeout longer than the whole rotation and no SDK retries.
 
+Step Functions execution names (``StepFunctionsParserBackend.start_execution``):
+  validated like AWS (≤ 80 characters, no whitespace, brackets, wildcards or control characters), a UUID when
+  omitted (moto names every unnamed execution "None").
+
 Step Functions retry sleeps:
   moto's interpreter does ``time.sleep(interval_seconds)`` in ``RetrierDecl._eval_body``. ``FastRetries`` replaces that
   module's ``time`` with a proxy whose ``sleep`` is capped while enabled (tests); production intervals are untouched
@@ -305,6 +309,42 @@ class FastRetries:
         from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
         self._patch = mock.patch.object(retrier_decl, "time", _RetryClock(self))
+        self._patch.start()
+
+    def uninstall(self) -> None:
+        if self._patch is not None:
+            self._patch.stop()
+            self._patch = None
+
+
+class ExecutionNames:
+    """StartExecution names as on AWS: validated (≤ 80 characters, no whitespace/brackets/wildcards/control
+    characters) and a UUID when omitted. moto's interpreter backend does neither: every unnamed execution is called
+    "None", so the second one fails with ExecutionAlreadyExists, and an over-long name passes locally but not on AWS.
+    """
+
+    def __init__(self) -> None:
+        self._patch: Any = None
+
+    def install(self) -> None:
+        from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+        original = StepFunctionsParserBackend.start_execution
+
+        def start_execution(
+            backend: Any,
+            state_machine_arn: str,
+            name: Any = None,
+            execution_input: Any = None,
+            trace_header: Any = None,
+        ) -> Any:
+            if name:
+                backend._validate_name(name)
+            else:
+                name = str(uuid.uuid4())
+            return original(backend, state_machine_arn, name, execution_input, trace_header)
+
+        self._patch = mock.patch.object(StepFunctionsParserBackend, "start_execution", start_execution)
         self._patch.start()
 
     def uninstall(self) -> None:

@@ -5,15 +5,20 @@ Used by ``rotator local up/down``, the integration tests and the demo. Everythin
     BASE/
       cluster.json        cluster description (mode 0600: it holds the admin password)
       primary/            data directory of the primary
-      replica1/ ...       data directories of the replicas (pg_basebackup -R, physical slot per replica)
+      replica1/ ...       data directories of the replicas (pg_basebackup -R, one physical slot per replica)
       logs/<node>.log     server logs
       run/                unix socket directory (a short dir under $TMPDIR if BASE is too deep for a socket path)
 
 Server binaries come from ``$ROTATOR_PG_BINDIR``, else the newest ``/usr/lib/postgresql/*/bin`` with ``initdb``,
-else ``pg_config --bindir``. initdb/postgres refuse to run as root, so as root every server command runs as the
-``postgres`` OS user (override with ``$ROTATOR_PG_OS_USER``) via ``runuser``; the data directories are chowned to
-it and any parent directory of BASE that user cannot traverse gets the search bit for "other" (``o+x``, never
-``r``). Nodes listen on 127.0.0.1 only, on free ports picked by binding 127.0.0.1:0.
+else ``pg_config --bindir``. Nodes listen on 127.0.0.1 only, on free ports picked by binding 127.0.0.1:0.
+
+Root: initdb/postgres refuse to run as root, so as root every server command runs as the ``postgres`` OS user
+(``$ROTATOR_PG_OS_USER`` overrides) via ``runuser``, and the node directories are chowned to it. That user must be
+able to reach them. When it cannot traverse to BASE (e.g. pytest's ``/tmp/pytest-of-root`` is 0700, and pytest
+resets it to 0700 at every session start), no permission of the caller's directories is changed: the node
+directories (data, logs, sockets) are created in a private runtime dir ``$TMPDIR/rotator-pg-XXXX`` instead, and
+``BASE/primary``, ``BASE/replica1``, ``BASE/logs``, ``BASE/run`` are symlinks to it. ``PgNode.data_dir`` is then the
+real path; ``stop_cluster(remove=True)`` removes both.
 
 Manual use::
 
@@ -33,7 +38,6 @@ import re
 import secrets
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -130,7 +134,9 @@ class PgCluster:
     dbname: str
     admin_user: str
     admin_password: str = field(repr=False)
-    socket_dir: Path | None = None  # unix socket dir; None means BASE/run
+    socket_dir: Path | None = None  # unix socket dir; None means RUNTIME/run
+    # where node dirs really live (see module docstring); None means base_dir
+    runtime_dir: Path | None = None
     # OS user the servers run as when invoked by root; None means the invoking user
     os_user: str | None = None
     replicator_password: str | None = field(default=None, repr=False)
@@ -140,12 +146,17 @@ class PgCluster:
         return (self.primary, *self.replicas)
 
     @property
+    def run_dir(self) -> Path:
+        """Directory holding the node dirs, logs/ and run/: base_dir, or the private runtime dir."""
+        return self.runtime_dir if self.runtime_dir is not None else self.base_dir
+
+    @property
     def sock_dir(self) -> Path:
-        return self.socket_dir if self.socket_dir is not None else self.base_dir / "run"
+        return self.socket_dir if self.socket_dir is not None else self.run_dir / "run"
 
     @property
     def logs_dir(self) -> Path:
-        return self.base_dir / "logs"
+        return self.run_dir / "logs"
 
     def log_file(self, node: PgNode) -> Path:
         return self.logs_dir / f"{node.name}.log"
@@ -186,6 +197,7 @@ class PgCluster:
             "admin_user": self.admin_user,
             "admin_password": self.admin_password,
             "socket_dir": str(self.socket_dir) if self.socket_dir is not None else None,
+            "runtime_dir": str(self.runtime_dir) if self.runtime_dir is not None else None,
             "os_user": self.os_user,
             "replicator_password": self.replicator_password,
         }
@@ -202,6 +214,7 @@ class PgCluster:
                 admin_user=str(data["admin_user"]),
                 admin_password=str(data["admin_password"]),
                 socket_dir=Path(data["socket_dir"]) if data.get("socket_dir") else None,
+                runtime_dir=Path(data["runtime_dir"]) if data.get("runtime_dir") else None,
                 os_user=data.get("os_user"),
                 replicator_password=data.get("replicator_password"),
             )
@@ -272,44 +285,10 @@ def _effective_os_user(cluster: PgCluster) -> str | None:
     return cluster.os_user or _resolve_os_user()
 
 
-def _ids(os_user: str) -> tuple[int, int, set[int]]:
-    pw = pwd.getpwnam(os_user)
-    groups = set(os.getgrouplist(os_user, pw.pw_gid))
-    return pw.pw_uid, pw.pw_gid, groups
-
-
-def _ensure_traversable(path: Path, os_user: str) -> list[Path]:
-    """Make every ancestor of ``path`` (and ``path``) searchable by ``os_user``; returns the dirs changed.
-
-    Only the search bit for "other" is added (o+x), so listing stays forbidden. pytest's tmp_path
-    (/tmp/pytest-of-root, 0700) is the usual case needing it.
-    """
-    uid, _gid, groups = _ids(os_user)
-    changed: list[Path] = []
-    path = path.resolve()
-    for d in [*reversed(path.parents), path]:
-        st = d.stat()
-        if st.st_uid == uid:
-            ok = bool(st.st_mode & stat.S_IXUSR)
-        elif st.st_gid in groups:
-            ok = bool(st.st_mode & stat.S_IXGRP)
-        else:
-            ok = bool(st.st_mode & stat.S_IXOTH)
-        if not ok:
-            try:
-                os.chmod(d, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
-            except OSError as exc:
-                raise RigError(f"OS user {os_user!r} cannot traverse {d} and chmod o+x failed: {exc}") from exc
-            changed.append(d)
-    if changed:
-        log.warning("added o+x to %s so OS user %r can reach %s", ", ".join(map(str, changed)), os_user, path)
+def _can_reach(path: Path, os_user: str) -> bool:
+    """Whether ``os_user`` can traverse every directory down to ``path`` (asked of the OS, so ACLs count)."""
     probe = subprocess.run(["runuser", "-u", os_user, "--", "test", "-x", str(path)], check=False, capture_output=True)
-    if probe.returncode != 0:
-        raise RigError(
-            f"OS user {os_user!r} still cannot reach {path} (ACLs, SELinux or a root-squashed mount?); choose a base "
-            "directory that user can traverse, e.g. under /tmp"
-        )
-    return changed
+    return probe.returncode == 0
 
 
 def _make_owned_dir(path: Path, os_user: str | None, mode: int = 0o700) -> None:
@@ -625,8 +604,6 @@ def start_node(cluster: PgCluster, node: PgNode) -> None:
     if node_is_running(cluster, node):
         raise RigError(f"{node.name} is already running")
     os_user = _effective_os_user(cluster)
-    if os_user is not None:
-        _ensure_traversable(cluster.base_dir, os_user)
     _prepare_socket_dir(cluster, os_user)
     _run(
         _pg_ctl_start_argv(cluster, node, os_user),
@@ -677,9 +654,10 @@ def stop_cluster(cluster: PgCluster, remove: bool = True) -> None:
         still = [n.name for n in cluster.nodes if node_is_running(cluster, n)]
         if still:
             raise RigError(f"not removing {cluster.base_dir}: {', '.join(still)} still running")
-        shutil.rmtree(cluster.base_dir, ignore_errors=True)
-        if cluster.socket_dir is not None and cluster.socket_dir != cluster.base_dir / "run":
-            shutil.rmtree(cluster.socket_dir, ignore_errors=True)
+        shutil.rmtree(cluster.base_dir, ignore_errors=True)  # symlinks into runtime_dir are unlinked, not followed
+        for extra in (cluster.runtime_dir, cluster.socket_dir):
+            if extra is not None and extra.is_dir() and not extra.is_symlink():
+                shutil.rmtree(extra, ignore_errors=True)
         if cluster.base_dir.exists():
             raise RigError(f"could not remove {cluster.base_dir}")
 
@@ -688,9 +666,9 @@ def stop_cluster(cluster: PgCluster, remove: bool = True) -> None:
 # cluster creation
 
 
-def _choose_socket_dir(base_dir: Path) -> Path | None:
-    """None (= BASE/run) when the socket path fits in sun_path, else a fresh short dir under $TMPDIR."""
-    if len(str(base_dir / "run")) + len("/.s.PGSQL.65535") <= _SOCKET_PATH_MAX:
+def _choose_socket_dir(run_dir: Path) -> Path | None:
+    """None (= RUNTIME/run) when the socket path fits in sun_path, else a fresh short dir under $TMPDIR."""
+    if len(str(run_dir / "run")) + len("/.s.PGSQL.65535") <= _SOCKET_PATH_MAX:
         return None
     short = Path(tempfile.mkdtemp(prefix="rotator-pg-"))
     log.info("base dir too deep for a unix socket path; using %s for sockets", short)
@@ -768,13 +746,17 @@ def start_cluster(base_dir: Path, replicas: int = 2, dbname: str = "appdb") -> P
     os_user = _resolve_os_user()
     _check_base_dir(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
-    if os_user is not None:
-        _ensure_traversable(base_dir, os_user)
+    runtime_dir: Path | None = None
+    if os_user is not None and not _can_reach(base_dir, os_user):
+        runtime_dir = Path(tempfile.mkdtemp(prefix="rotator-pg-"))
+        _make_owned_dir(runtime_dir, os_user)  # 0700, owned by the server's OS user
+        log.info("OS user %r cannot reach %s; node dirs live in %s (symlinked from it)", os_user, base_dir, runtime_dir)
+    run_dir = runtime_dir if runtime_dir is not None else base_dir
 
     ports = _free_ports(1 + replicas)
-    primary = PgNode("primary", "primary", HOST, ports[0], base_dir / "primary")
+    primary = PgNode("primary", "primary", HOST, ports[0], run_dir / "primary")
     replica_nodes = tuple(
-        PgNode(f"replica{i}", "replica", HOST, ports[i], base_dir / f"replica{i}") for i in range(1, replicas + 1)
+        PgNode(f"replica{i}", "replica", HOST, ports[i], run_dir / f"replica{i}") for i in range(1, replicas + 1)
     )
     replicator_password = secrets.token_urlsafe(24)
     cluster = PgCluster(
@@ -785,7 +767,8 @@ def start_cluster(base_dir: Path, replicas: int = 2, dbname: str = "appdb") -> P
         dbname=dbname,
         admin_user=ADMIN_USER,
         admin_password=secrets.token_urlsafe(24),
-        socket_dir=_choose_socket_dir(base_dir),
+        socket_dir=_choose_socket_dir(run_dir),
+        runtime_dir=runtime_dir,
         os_user=os_user,
         replicator_password=replicator_password,
     )
@@ -806,6 +789,9 @@ def _create(cluster: PgCluster, os_user: str | None, replicator_password: str) -
     _prepare_socket_dir(cluster, os_user)
     for node in cluster.nodes:
         _make_owned_dir(node.data_dir, os_user)
+    if cluster.runtime_dir is not None:
+        for name in [*(n.name for n in cluster.nodes), "logs", "run"]:
+            (base / name).symlink_to(cluster.runtime_dir / name, target_is_directory=True)
 
     # primary
     t0 = time.monotonic()
