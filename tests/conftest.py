@@ -59,4 +59,5 @@ def alerts_for(stack: LocalAwsStack, secret_name: str) -> list[dict[str, Any]]:
 
 
 def stages_of(client: Any, secret_id: str) -> dict[str, list[str]]:
-    return dict(client.describe_secret(SecretId=secret_id)["VersionIdsToStages"])
+    """Labelled versions only, as AWS lists them (moto also lists deprecated versions with no labels)."""
+    return {v: s for v, s in client.describe_secret(SecretId=secret_id)["VersionIdsToStages"].items() if s}

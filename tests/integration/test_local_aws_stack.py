@@ -484,13 +484,15 @@ def test_task_retries_on_custom_error_and_handler_sees_moto_state(stack: LocalAw
 
 def test_exhausted_retries_are_caught_published_to_sns_and_fail(stack: LocalAwsStack) -> None:
     # Given a task that fails more often than its Retry allows
+    published_before = len(stack.sns_messages())
+
     # When an execution runs
     result = stack.run_execution({"key": "retry-exhausted", "failures": 10, "secret_id": "unused"})
 
     # Then the Catch sends an alert to the template's topic and the execution fails
     assert result["status"] == "FAILED"
     assert result.get("error") == "RotationFailed"
-    messages = stack.sns_messages()
+    messages = stack.sns_messages()[published_before:]
     assert [(m["Subject"], m["Message"]) for m in messages] == [
         ("rotation failed", "step Flaky failed with TransientError")
     ]
@@ -729,9 +731,31 @@ def test_rotate_immediately_false_runs_test_secret_only_and_changes_nothing(
     # Then only testSecret ran, and the test's AWSPENDING version is gone again
     assert [e["Step"] for e in handlers.ROTATION_EVENTS] == ["testSecret"]
     assert _stages(sm, "lst/test-only") == before
-    assert json.loads(sm.get_secret_value(SecretId="lst/test-only")["SecretString"])["password"] == (
-        "initial-password"
+    assert json.loads(sm.get_secret_value(SecretId="lst/test-only")["SecretString"])["password"] == ("initial-password")
+
+
+def test_rotate_secret_with_an_unknown_function_fails_without_staging_a_version(stack: LocalAwsStack) -> None:
+    # Given an enrolled secret
+    sm = stack.client("secretsmanager")
+    _create_enrolled_secret(sm, "lst/unknown-function")
+    before = _stages(sm, "lst/unknown-function")
+
+    # When RotateSecret names a function that does not exist
+    with pytest.raises(sm.exceptions.ResourceNotFoundException):
+        sm.rotate_secret(
+            SecretId="lst/unknown-function",
+            RotationLambdaARN=stack.function_arn("RotationFunction").replace("RotationFunction", "Nope"),
+            RotationRules={"AutomaticallyAfterDays": 30},
+        )
+
+    # Then nothing was staged, so a correct RotateSecret still works
+    assert _stages(sm, "lst/unknown-function") == before
+    sm.rotate_secret(
+        SecretId="lst/unknown-function",
+        RotationLambdaARN=stack.function_arn("RotationFunction"),
+        RotationRules={"AutomaticallyAfterDays": 30},
     )
+    assert len(_stages(sm, "lst/unknown-function")) == 2
 
 
 def test_put_secret_value_reusing_a_pending_token_with_another_value_is_rejected(stack: LocalAwsStack) -> None:
@@ -764,23 +788,73 @@ def test_stop_restores_environment_and_sys_path(app_dir: Path, monkeypatch: pyte
     # Given a process environment with a profile and a generic endpoint set
     monkeypatch.setenv("AWS_PROFILE", "someone")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://example.invalid")
-    monkeypatch.delenv("STATE_MACHINE_ARN", raising=False)
+    env_before = dict(os.environ)
     path_before = list(sys.path)
 
     # When a stack runs and stops
     stack = LocalAwsStack(app_dir / "template.yaml").start()
     during = (os.environ.get("AWS_PROFILE"), os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("STATE_MACHINE_ARN"))
+    lambda_endpoint = os.environ.get("AWS_ENDPOINT_URL_LAMBDA")
     assert stack.invoke("FlakyFunction", {"key": "lifecycle", "failures": 0}).ok
     stack.stop()
 
     # Then the stack had its own environment, and everything is back afterwards
     assert during == (None, None, stack.state_machine_arn)
-    assert os.environ["AWS_PROFILE"] == "someone"
-    assert os.environ["AWS_ENDPOINT_URL"] == "http://example.invalid"
-    assert "STATE_MACHINE_ARN" not in os.environ
-    assert "AWS_ENDPOINT_URL_LAMBDA" not in os.environ
+    assert lambda_endpoint is not None
+    assert dict(os.environ) == env_before
     assert sys.path == path_before
     assert HANDLER_MODULE not in sys.modules
+
+
+INNER_TEMPLATE = """\
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  EchoFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: inner/
+      Handler: lst_local_stack_inner.echo
+      Environment:
+        Variables:
+          INNER_ONLY: "yes"
+  EchoStateMachine:
+    Type: AWS::Serverless::StateMachine
+    Properties:
+      Definition:
+        StartAt: Echo
+        States:
+          Echo:
+            Type: Task
+            Resource: !GetAtt EchoFunction.Arn
+            End: true
+"""
+
+
+def test_a_stack_nested_in_another_serves_both_and_restores_the_outer(app_dir: Path, tmp_path: Path) -> None:
+    # Given a running stack (like a session-wide fixture) and a second app with its own function and state machine
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "inner" / "lst_local_stack_inner.py").write_text(
+        "import os\n\ndef echo(event, context):\n    return {'echo': event, 'inner': os.environ.get('INNER_ONLY')}\n"
+    )
+    (tmp_path / "template.yaml").write_text(INNER_TEMPLATE)
+    with LocalAwsStack(app_dir / "template.yaml", fast_retries=True) as outer:
+        outer_endpoint = os.environ["AWS_ENDPOINT_URL_LAMBDA"]
+
+        # When the second stack starts inside the first
+        with LocalAwsStack(tmp_path / "template.yaml") as inner:
+            # Then its own state machine runs its own function
+            echoed = inner.run_execution({"hello": 1})
+            assert echoed["status"] == "SUCCEEDED", echoed
+            assert json.loads(echoed["output"]) == {"echo": {"hello": 1}, "inner": "yes"}
+            # And the outer stack's executions still reach the outer functions
+            mapped = outer.run_execution({"mode": "map", "items": [5]})
+            assert json.loads(mapped["output"]) == [10]
+
+        # And when it stops, the outer stack is intact: environment, Lambda endpoint, executions
+        assert os.environ["AWS_ENDPOINT_URL_LAMBDA"] == outer_endpoint
+        assert "INNER_ONLY" not in os.environ
+        mapped = outer.run_execution({"mode": "map", "items": [6]})
+        assert json.loads(mapped["output"]) == [12]
 
 
 def test_daemon_writes_state_file_serves_aws_and_stops_on_sigterm(app_dir: Path, tmp_path: Path) -> None:

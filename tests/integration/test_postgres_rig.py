@@ -88,6 +88,18 @@ def test_cluster_has_a_primary_and_two_streaming_read_only_replicas(cluster: PgC
     assert all(node_is_running(cluster, n) for n in cluster.nodes)
 
 
+def test_base_dir_holds_the_documented_layout(cluster: PgCluster) -> None:
+    # Given a running rig (as root under pytest's 0700 tmp root, node dirs may be symlinks into a runtime dir)
+    # When we look into its base dir
+    entries = {p.name for p in cluster.base_dir.iterdir()}
+    # Then it has the cluster file, one data dir per node, the logs and the socket dir
+    assert {"cluster.json", "primary", "replica1", "replica2", "logs"} <= entries
+    for node in cluster.nodes:
+        assert (cluster.base_dir / node.name / "PG_VERSION").is_file()
+        assert cluster.log_file(node).is_file()
+    assert any(cluster.sock_dir.glob(".s.PGSQL.*"))
+
+
 def test_cluster_json_round_trips(cluster: PgCluster) -> None:
     # Given a running rig
     # When it is loaded back from its cluster.json
@@ -182,6 +194,8 @@ def test_stop_cluster_stops_every_node_and_removes_everything(tmp_path: Path) ->
     # Then no node listens any more and the base dir is gone
     assert not any(_port_open(p) for p in ports)
     assert not base.exists()
+    assert not c.run_dir.exists()
+    assert not c.sock_dir.exists()
     assert load_cluster(base) is None
     # And stopping again is harmless
     stop_cluster(c)

@@ -289,12 +289,20 @@ class LocalAwsStack:
         if self.template.definition is not None:
             sfn = self.client("stepfunctions")
             name = self.template.state_machine_name or str(self.template.state_machine_logical_id)
-            self.state_machine_arn = sfn.create_state_machine(
-                name=name,
-                definition=self.template.definition,
-                roleArn=LOCAL_ROLE_ARN.format(account_id=self.account_id),
-                type=self.template.state_machine_type,
-            )["stateMachineArn"]
+            role_arn = LOCAL_ROLE_ARN.format(account_id=self.account_id)
+            try:
+                self.state_machine_arn = sfn.create_state_machine(
+                    name=name,
+                    definition=self.template.definition,
+                    roleArn=role_arn,
+                    type=self.template.state_machine_type,
+                )["stateMachineArn"]
+            except sfn.exceptions.StateMachineAlreadyExists:
+                # A stack nested in another one shares moto's state: redeploy over the earlier definition.
+                self.state_machine_arn = self.template.state_machine_arn
+                sfn.update_state_machine(
+                    stateMachineArn=self.state_machine_arn, definition=self.template.definition, roleArn=role_arn
+                )
             if self.state_machine_arn != self.template.state_machine_arn:
                 LOG.warning(
                     "state machine ARN %s differs from the one resolved into the template (%s)",

@@ -390,6 +390,12 @@ class LambdaInvokeServer(ThreadingHTTPServer):
         self.invoker = invoker
         self._thread: threading.Thread | None = None
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client closing a keep-alive connection is normal (boto3 clients being garbage-collected).
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        LOG.exception("Lambda API: error while serving %s", client_address)
+
     @property
     def endpoint(self) -> str:
         host, port = self.server_address[:2]

@@ -12,6 +12,7 @@ Secrets Manager rotation (``SecretsManagerBackend.rotate_secret``):
     so later steps are not run and the client gets a ``ClientError`` naming the step;
   - every event carries a random ``RotationToken`` (as AWS sends), unless disabled;
   - RotateSecret turns rotation on (``RotationEnabled``) even without ``RotationRules`` (moto needs the rules);
+  - an unknown rotation function fails before AWSPENDING is staged (moto staged it first, blocking later rotations);
   - ``RotationLambdaARN`` omitted → the secret's configured function is used (moto would erase it and "rotate" by
     moving AWSCURRENT to the value-less version);
   - AWSPENDING attached to a version other than AWSCURRENT → ``InvalidRequestException`` ("A previous rotation isn't
@@ -227,6 +228,16 @@ class SecretsManagerRotationEmulation:
         rotation_lambda_arn = rotation_lambda_arn or secret.rotation_lambda_arn or None
         if not rotation_lambda_arn:
             raise InvalidRequestException(NO_ROTATION_FUNCTION)
+        # Check the function before anything is staged (moto stages AWSPENDING first, and a leftover value-less
+        # pending version would block every later rotation).
+        import moto.awslambda.utils as lambda_utils
+
+        try:
+            lambda_utils.get_backend(backend.account_id, backend.region_name).get_function(rotation_lambda_arn)
+        except Exception as exc:
+            from moto.secretsmanager.exceptions import ResourceNotFoundException
+
+            raise ResourceNotFoundException(f"Resource not found for ARN '{rotation_lambda_arn}'.") from exc
 
         for version in secret.versions.values():
             stages = version["version_stages"]

@@ -552,7 +552,11 @@ def _state_machine_definition(
         if uri.endswith((".yaml", ".yml")):
             text = json.dumps(load_yaml(text), indent=2)
     elif "Definition" in props:
-        text = json.dumps(props["Definition"], indent=2)
+        # Inline definitions may use intrinsic functions (CloudFormation resolves them).
+        try:
+            text = json.dumps(resolver.resolve(props["Definition"]), indent=2)
+        except Unresolvable as exc:
+            raise TemplateError(f"{sm_id}: Definition cannot be resolved locally ({exc})") from exc
     elif "DefinitionString" in props:
         try:
             text = _scalar_to_str(resolver.resolve(props["DefinitionString"]))
