@@ -51,7 +51,7 @@ def client(service: str, status: dict[str, Any], *, endpoint: str | None = None)
         region_name=status["region"],
         aws_access_key_id="local",
         aws_secret_access_key="local",  # noqa: S106 - moto accepts any credentials
-        config=Config(retries={"max_attempts": 1}, read_timeout=900),
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=900),  # RotateSecret is synchronous here
     )
 
 
