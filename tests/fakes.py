@@ -98,7 +98,9 @@ class InMemorySecretStore:
         password = "".join(c for c in next(self._passwords) if c not in policy.exclude_characters)
         return SecretStr(password)
 
-    def put_pending(self, secret_id: str, token: str, secret_string: SecretStr, rotation_token: SecretStr | None) -> None:
+    def put_pending(
+        self, secret_id: str, token: str, secret_string: SecretStr, rotation_token: SecretStr | None
+    ) -> None:
         secret = self._find(secret_id)
         self.calls.append(("put_pending", token))
         self.rotation_tokens.append(rotation_token.get_secret_value() if rotation_token else None)

@@ -10,6 +10,7 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel, Field
+
 from rotator_aws.secrets_manager import SecretsManagerStore
 from rotator_aws.step_functions import StepFunctionsExecutions
 from rotator_core.coordinator import CoordinatorSettings, RotationCoordinator

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handlers.common import count, logger, rotation_coordinator, tracer
 from rotator_core.errors import InvalidEvent
 from rotator_core.models import RotationEvent
 from rotator_core.redaction import parse_model
-
-from handlers.common import count, logger, rotation_coordinator, tracer
 
 
 # log_event stays False: the event carries the RotationToken.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from rotator_core.models import TaskInput
 
 from handlers.common import logger, rotation_tasks, run_task, tracer
+from rotator_core.models import TaskInput
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
+
 from rotator_core.ports import PasswordPolicy, SecretMetadata
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from botocore.exceptions import ClientError
+
 from rotator_core.ports import ExecutionState
 
 

@@ -1,12 +1,12 @@
 """`rotator`: the local stack and the tools around it.
 
-  rotator local up [--replicas N]     start PostgreSQL (primary + N streaming replicas) and the local AWS endpoint
-  rotator local down                  stop everything `up` started
-  rotator local status [--json]       endpoints, ARNs and the admin login
-  rotator rotate SECRET_ID            rotate like RotateSecret with the rotator's function (all four steps)
-  rotator replay events/FILE.json     send one sample event to its function and print the result
-  rotator executions SECRET_ID        the secret's executions, newest first
-  rotator show EXECUTION_ARN          one execution as a timeline of states
+rotator local up [--replicas N]     start PostgreSQL (primary + N streaming replicas) and the local AWS endpoint
+rotator local down                  stop everything `up` started
+rotator local status [--json]       endpoints, ARNs and the admin login
+rotator rotate SECRET_ID            rotate like RotateSecret with the rotator's function (all four steps)
+rotator replay events/FILE.json     send one sample event to its function and print the result
+rotator executions SECRET_ID        the secret's executions, newest first
+rotator show EXECUTION_ARN          one execution as a timeline of states
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ def cmd_local_up(args: argparse.Namespace) -> int:
     print(f"PostgreSQL primary  {pg['primary']['host']}:{pg['primary']['port']}  (database {pg['dbname']})")
     for index, replica in enumerate(pg["replicas"], 1):
         print(f"PostgreSQL replica{index} {replica['host']}:{replica['port']}  (streaming)")
-    print(f"AWS endpoint        {status['aws_endpoint']}  (Secrets Manager, Step Functions, SNS; region {status['region']})")
+    print(
+        f"AWS endpoint        {status['aws_endpoint']}  (Secrets Manager, Step Functions, SNS, SQS; {status['region']})"
+    )
     print(f"Lambda endpoint     {status['lambda_endpoint']}")
     print(f"Rotation function   {status['rotation_function_arn']}")
     print(f"Logs                {status['log_file']}")
@@ -81,8 +83,10 @@ def cmd_local_status(args: argparse.Namespace) -> int:
     elif status is None:
         print("not running")
     else:
-        print(f"running: AWS {status['aws_endpoint']}, PostgreSQL primary port {status['postgres']['primary']['port']}, "
-              f"{len(status['postgres']['replicas'])} replica(s)")
+        print(
+            f"running: AWS {status['aws_endpoint']}, PostgreSQL primary port {status['postgres']['primary']['port']}, "
+            f"{len(status['postgres']['replicas'])} replica(s)"
+        )
     return 0 if status is not None else 1
 
 
@@ -113,8 +117,14 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     secrets = client("secretsmanager", status)
     description = secrets.describe_secret(SecretId=args.secret_id)
     request: dict[str, Any] = {"SecretId": args.secret_id, "ClientRequestToken": str(uuid.uuid4())}
-    if not description.get("RotationEnabled") or description.get("RotationLambdaARN") != status["rotation_function_arn"]:
-        request |= {"RotationLambdaARN": status["rotation_function_arn"], "RotationRules": {"AutomaticallyAfterDays": 30}}
+    if (
+        not description.get("RotationEnabled")
+        or description.get("RotationLambdaARN") != status["rotation_function_arn"]
+    ):
+        request |= {
+            "RotationLambdaARN": status["rotation_function_arn"],
+            "RotationRules": {"AutomaticallyAfterDays": 30},
+        }
     try:
         secrets.rotate_secret(**request)
     except ClientError as exc:
@@ -151,7 +161,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for key in keys:
             if value and key in event:
                 event[key] = value
-    function = status["functions"][args.function] if args.function else function_for_event(event, path, status["functions"])
+    function = (
+        status["functions"][args.function] if args.function else function_for_event(event, path, status["functions"])
+    )
     response = client("lambda", status, endpoint=status["lambda_endpoint"]).invoke(
         FunctionName=function, Payload=json.dumps(event).encode()
     )
@@ -182,7 +194,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rotator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="rotator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     local = commands.add_parser("local", help="the local stack").add_subparsers(dest="local_command", required=True)
     up = local.add_parser("up", help="start PostgreSQL and the local AWS endpoint in the background")

@@ -20,9 +20,9 @@ from rotator.local.environment import LocalEnvironment
 from rotator.local.postgres_rig import load_cluster, stop_node
 from rotator.paths import project_root
 
-SECRET = "rotator/demo/app"
+SECRET_NAME = "rotator/demo/app"  # noqa: S105 - a name, not a value
 APP_USER = "app_user"
-INITIAL_PASSWORD = "demo-Initial-pw-1234"  # noqa: S105 - the app user's first password, replaced by the rotation
+INITIAL_PASSWORD = "demo-Initial-pw-1234"  # noqa: S105 - the demo user's first password; the rotation replaces it
 
 
 class DemoFailed(Exception):
@@ -49,8 +49,14 @@ def run(*argv: str) -> int:
 
 def logs_in(endpoint: dict[str, Any], dbname: str, password: str) -> bool:
     try:
-        psycopg.connect(host=endpoint["host"], port=endpoint["port"], dbname=dbname, user=APP_USER,
-                        password=password, connect_timeout=3).close()
+        psycopg.connect(
+            host=endpoint["host"],
+            port=endpoint["port"],
+            dbname=dbname,
+            user=APP_USER,
+            password=password,
+            connect_timeout=3,
+        ).close()
         return True
     except psycopg.OperationalError:
         return False
@@ -89,35 +95,57 @@ def demo(environment: LocalEnvironment) -> int:
     endpoints = [pg["primary"], *pg["replicas"]]
     names = ["primary", "replica1", "replica2"]
 
-    say(f"Creating the application user {APP_USER!r} and its secret {SECRET!r}")
+    say(f"Creating the application user {APP_USER!r} and its secret {SECRET_NAME!r}")
     admin = pg["admin"]
-    with psycopg.connect(host=pg["primary"]["host"], port=pg["primary"]["port"], dbname=pg["dbname"],
-                         user=admin["username"], password=admin["password"], autocommit=True) as connection:
+    with psycopg.connect(
+        host=pg["primary"]["host"],
+        port=pg["primary"]["port"],
+        dbname=pg["dbname"],
+        user=admin["username"],
+        password=admin["password"],
+        autocommit=True,
+    ) as connection:
         connection.execute(f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{INITIAL_PASSWORD}'")
     secrets = cli.client("secretsmanager", status)
-    secrets.create_secret(Name=SECRET, SecretString=json.dumps({
-        "engine": "postgres", "host": pg["primary"]["host"], "port": pg["primary"]["port"], "username": APP_USER,
-        "password": INITIAL_PASSWORD, "dbname": pg["dbname"], "replicas": pg["replicas"],
-    }))
+    secrets.create_secret(
+        Name=SECRET_NAME,
+        SecretString=json.dumps(
+            {
+                "engine": "postgres",
+                "host": pg["primary"]["host"],
+                "port": pg["primary"]["port"],
+                "username": APP_USER,
+                "password": INITIAL_PASSWORD,
+                "dbname": pg["dbname"],
+                "replicas": pg["replicas"],
+            }
+        ),
+    )
     # An alert subscriber, as an on-call team's queue or chat integration would be.
     sqs, sns = cli.client("sqs", status), cli.client("sns", status)
     queue_url = sqs.create_queue(QueueName="rotator-demo-alerts")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=status["topic_arn"], Protocol="sqs", Endpoint=queue_arn,
-                  Attributes={"RawMessageDelivery": "true"})
-    check(all(logs_in_eventually(e, pg["dbname"], INITIAL_PASSWORD) for e in endpoints),
-          f"{APP_USER} logs in with its initial password on the primary and both replicas")
+    sns.subscribe(
+        TopicArn=status["topic_arn"], Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"}
+    )
+    check(
+        all(logs_in_eventually(e, pg["dbname"], INITIAL_PASSWORD) for e in endpoints),
+        f"{APP_USER} logs in with its initial password on the primary and both replicas",
+    )
 
     say("Rotation 1: all endpoints up")
-    check(run("rotate", SECRET) == 0, "rotation succeeded")
-    new_password = json.loads(secrets.get_secret_value(SecretId=SECRET)["SecretString"])["password"]
+    check(run("rotate", SECRET_NAME) == 0, "rotation succeeded")
+    new_password = json.loads(secrets.get_secret_value(SecretId=SECRET_NAME)["SecretString"])["password"]
     for name, endpoint in zip(names, endpoints, strict=True):
         check(logs_in(endpoint, pg["dbname"], new_password), f"{name}: the new AWSCURRENT password logs in")
         check(not logs_in(endpoint, pg["dbname"], INITIAL_PASSWORD), f"{name}: the old password is rejected")
-    stages = secrets.describe_secret(SecretId=SECRET)["VersionIdsToStages"]
+    stages = secrets.describe_secret(SecretId=SECRET_NAME)["VersionIdsToStages"]
     check(not any("AWSPENDING" in s for s in stages.values()), "no AWSPENDING left behind")
-    set_execution = next(e for e in cli.secret_executions(status, secrets.describe_secret(SecretId=SECRET)["ARN"])
-                         if json.loads(e["input"])["step"] == "setSecret")
+    set_execution = next(
+        e
+        for e in cli.secret_executions(status, secrets.describe_secret(SecretId=SECRET_NAME)["ARN"])
+        if json.loads(e["input"])["step"] == "setSecret"
+    )
     run("show", set_execution["executionArn"])
 
     say("Rotation 2: replica2 is stopped")
@@ -125,15 +153,20 @@ def demo(environment: LocalEnvironment) -> int:
     assert cluster is not None
     stop_node(cluster, cluster.replicas[1])
     print(f"   stopped replica2 ({cluster.replicas[1].host}:{cluster.replicas[1].port})")
-    check(run("rotate", SECRET) != 0, "rotation failed, as it must with a replica down")
-    arn = secrets.describe_secret(SecretId=SECRET)["ARN"]
+    check(run("rotate", SECRET_NAME) != 0, "rotation failed, as it must with a replica down")
+    arn = secrets.describe_secret(SecretId=SECRET_NAME)["ARN"]
     failed = next(e for e in cli.secret_executions(status, arn) if e["status"] == "FAILED")
     run("show", failed["executionArn"])
-    check(json.loads(secrets.get_secret_value(SecretId=SECRET)["SecretString"])["password"] == new_password,
-          "AWSCURRENT is still the password of rotation 1")
+    check(
+        json.loads(secrets.get_secret_value(SecretId=SECRET_NAME)["SecretString"])["password"] == new_password,
+        "AWSCURRENT is still the password of rotation 1",
+    )
     for name, endpoint in zip(names[:2], endpoints[:2], strict=True):
-        check(logs_in(endpoint, pg["dbname"], new_password), f"{name}: AWSCURRENT still logs in (database and secret agree)")
-    stages = secrets.describe_secret(SecretId=SECRET)["VersionIdsToStages"]
+        check(
+            logs_in(endpoint, pg["dbname"], new_password),
+            f"{name}: AWSCURRENT still logs in (database and secret agree)",
+        )
+    stages = secrets.describe_secret(SecretId=SECRET_NAME)["VersionIdsToStages"]
     check(not any("AWSPENDING" in s for s in stages.values()), "AWSPENDING removed: the next rotation starts clean")
     messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
     check(len(messages) == 1, "exactly one alert was published")
@@ -148,8 +181,11 @@ def demo(environment: LocalEnvironment) -> int:
         captured += json.dumps(sfn.get_execution_history(executionArn=execution["executionArn"]), default=str)
         captured += json.dumps(execution, default=str)
     for label, password in (("initial", INITIAL_PASSWORD), ("rotated", new_password)):
-        check(password not in captured, f"the {label} password appears nowhere in logs, executions or alerts "
-              f"({len(captured):,} characters scanned)")
+        check(
+            password not in captured,
+            f"the {label} password appears nowhere in logs, executions or alerts "
+            f"({len(captured):,} characters scanned)",
+        )
     say("Demo complete: both rotations behaved as designed")
     return 0
 

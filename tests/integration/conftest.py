@@ -79,10 +79,16 @@ def app_secret_factory(healthy_cluster: PgCluster, secrets_client: Any) -> Any:
         user = f"app_{uuid.uuid4().hex[:10]}"
         password = f"Init-{uuid.uuid4().hex}"
         with psycopg.connect(healthy_cluster.dsn(healthy_cluster.primary), autocommit=True) as connection:
-            connection.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password)))
+            connection.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password))
+            )
         value = {
-            "engine": "postgres", "host": healthy_cluster.primary.host, "port": healthy_cluster.primary.port,
-            "username": user, "password": password, "dbname": healthy_cluster.dbname,
+            "engine": "postgres",
+            "host": healthy_cluster.primary.host,
+            "port": healthy_cluster.primary.port,
+            "username": user,
+            "password": password,
+            "dbname": healthy_cluster.dbname,
             "replicas": [endpoint(node) for node in healthy_cluster.replicas],
         } | overrides
         name = f"rotator/it/{user}"
@@ -97,8 +103,10 @@ def app_secret_factory(healthy_cluster: PgCluster, secrets_client: Any) -> Any:
 def rotate(stack: LocalAwsStack, client: Any, secret_id: str, **kwargs: Any) -> None:
     """RotateSecret with the rotator's function, as `aws secretsmanager rotate-secret` would."""
     client.rotate_secret(
-        SecretId=secret_id, RotationLambdaARN=stack.function_arn("RotationFunction"),
-        RotationRules={"AutomaticallyAfterDays": 30}, **kwargs,
+        SecretId=secret_id,
+        RotationLambdaARN=stack.function_arn("RotationFunction"),
+        RotationRules={"AutomaticallyAfterDays": 30},
+        **kwargs,
     )
 
 

@@ -40,8 +40,12 @@ def captured_logs() -> Iterator[Capture]:
 
 
 def test_no_secret_reaches_any_output(
-    aws_stack: LocalAwsStack, secrets_client: Any, healthy_cluster: PgCluster, app_secret_factory: Any,
-    captured_logs: Capture, capfd: pytest.CaptureFixture[str],
+    aws_stack: LocalAwsStack,
+    secrets_client: Any,
+    healthy_cluster: PgCluster,
+    app_secret_factory: Any,
+    captured_logs: Capture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     emitted: list[str] = []
     # Given a successful rotation through RotateSecret
@@ -51,13 +55,16 @@ def test_no_secret_reaches_any_output(
     failing: AppSecret = app_secret_factory()
     token, rotation_token = str(uuid.uuid4()), f"rt-{uuid.uuid4()}-{uuid.uuid4().hex}"
     begin_rotation(aws_stack, failing.arn, token)
-    created = aws_stack.invoke("RotationFunction", step_event("create_secret.json", failing.arn, token)
-                               | {"RotationToken": rotation_token})
+    created = aws_stack.invoke(
+        "RotationFunction", step_event("create_secret.json", failing.arn, token) | {"RotationToken": rotation_token}
+    )
     pending_password = json.loads(
-        secrets_client.get_secret_value(SecretId=failing.arn, VersionId=token)["SecretString"])["password"]
+        secrets_client.get_secret_value(SecretId=failing.arn, VersionId=token)["SecretString"]
+    )["password"]
     stop_node(healthy_cluster, healthy_cluster.replicas[1])
-    failed = aws_stack.invoke("RotationFunction", step_event("set_secret.json", failing.arn, token)
-                              | {"RotationToken": rotation_token})
+    failed = aws_stack.invoke(
+        "RotationFunction", step_event("set_secret.json", failing.arn, token) | {"RotationToken": rotation_token}
+    )
     assert created.ok and not failed.ok
     start_node(healthy_cluster, healthy_cluster.replicas[1])
     # And a secret whose JSON misses a key (pydantic errors quote their input: the whole secret)

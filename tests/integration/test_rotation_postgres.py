@@ -54,8 +54,12 @@ def test_rotation_reaches_the_primary_and_both_replicas(
     assert json.loads(previous["SecretString"])["password"] == app.password
     assert all("AWSPENDING" not in s for s in stages_of(secrets_client, app.arn).values())
     steps = sorted((json.loads(e["input"])["step"], e["status"]) for e in executions_of(aws_stack, app.arn))
-    assert steps == [("createSecret", "SUCCEEDED"), ("finishSecret", "SUCCEEDED"), ("setSecret", "SUCCEEDED"),
-                     ("testSecret", "SUCCEEDED")]
+    assert steps == [
+        ("createSecret", "SUCCEEDED"),
+        ("finishSecret", "SUCCEEDED"),
+        ("setSecret", "SUCCEEDED"),
+        ("testSecret", "SUCCEEDED"),
+    ]
 
 
 def test_a_second_rotation_works_from_the_first_ones_result(
@@ -194,8 +198,12 @@ def test_rotate_immediately_false_tests_the_configuration_and_changes_nothing(
     ids=["missing-key", "unknown-engine", "closed-port", "unresolvable-host"],
 )
 def test_bad_secrets_fail_clearly_and_change_nothing(
-    aws_stack: LocalAwsStack, secrets_client: Any, healthy_cluster: PgCluster, app_secret_factory: Any,
-    overrides: dict[str, Any], expected: str,
+    aws_stack: LocalAwsStack,
+    secrets_client: Any,
+    healthy_cluster: PgCluster,
+    app_secret_factory: Any,
+    overrides: dict[str, Any],
+    expected: str,
 ) -> None:
     app = app_secret_factory()
     value = {k: v for k, v in (app.current(secrets_client) | overrides).items() if v is not None}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,12 +24,12 @@ PRIMARY, REPLICA_1, REPLICA_2 = "10.0.0.1:5432", "10.0.0.2:5432", "10.0.0.3:5432
 
 
 @pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, FakeServer]]:
+def cluster(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeServer]:
     primary = FakeServer(users={"app": OLD_PASSWORD})
     servers = {PRIMARY: primary, REPLICA_1: FakeServer(replica_of=primary), REPLICA_2: FakeServer(replica_of=primary)}
     engine = FakeEngine(servers)
     monkeypatch.setitem(engines._ENGINES, "postgres", lambda: engine)
-    yield servers
+    return servers
 
 
 @pytest.fixture
@@ -39,8 +38,12 @@ def rotation(aws_stack: LocalAwsStack, secrets_client: Any) -> dict[str, str]:
     name = f"rotator/sm/{uuid.uuid4().hex[:8]}"
     arn = secrets_client.create_secret(Name=name, SecretString=json.dumps(app_secret()))["ARN"]
     token = str(uuid.uuid4())
-    secrets_client.put_secret_value(SecretId=arn, ClientRequestToken=token, VersionStages=["AWSPENDING"],
-                                    SecretString=json.dumps(app_secret(password=NEW_PASSWORD)))
+    secrets_client.put_secret_value(
+        SecretId=arn,
+        ClientRequestToken=token,
+        VersionStages=["AWSPENDING"],
+        SecretString=json.dumps(app_secret(password=NEW_PASSWORD)),
+    )
     return {"name": name, "arn": arn, "token": token}
 
 
@@ -49,16 +52,21 @@ def run_step(stack: LocalAwsStack, rotation: dict[str, str], step: str) -> dict[
 
 
 def state_names(stack: LocalAwsStack, execution: dict[str, Any]) -> list[str]:
-    return [e["stateEnteredEventDetails"]["name"] for e in stack.execution_history(execution["executionArn"])
-            if e["type"].endswith("StateEntered")]
+    return [
+        e["stateEnteredEventDetails"]["name"]
+        for e in stack.execution_history(execution["executionArn"])
+        if e["type"].endswith("StateEntered")
+    ]
 
 
 def test_the_four_steps_rotate_the_primary_and_promote(
     aws_stack: LocalAwsStack, secrets_client: Any, rotation: dict[str, str], cluster: dict[str, FakeServer]
 ) -> None:
     # When each step's execution runs in order
-    results = {step: run_step(aws_stack, rotation, step)
-               for step in ("createSecret", "setSecret", "testSecret", "finishSecret")}
+    results = {
+        step: run_step(aws_stack, rotation, step)
+        for step in ("createSecret", "setSecret", "testSecret", "finishSecret")
+    }
     # Then all succeed, the primary has the new password, and the token is AWSCURRENT
     assert {step: r["status"] for step, r in results.items()} == dict.fromkeys(results, "SUCCEEDED")
     assert cluster[PRIMARY].users["app"] == NEW_PASSWORD and cluster[PRIMARY].writes == ["app"]
@@ -66,8 +74,13 @@ def test_the_four_steps_rotate_the_primary_and_promote(
     assert stages[rotation["token"]] == ["AWSCURRENT"]
     # And setSecret reads well in the console
     assert state_names(aws_stack, results["setSecret"]) == [
-        "Is this a rotation step?", "Resolve endpoints", "Which rotation step?", "Set new password on primary",
-        "Wait for replicas to sync", "Wait for new password on replica", "Wait for new password on replica",
+        "Is this a rotation step?",
+        "Resolve endpoints",
+        "Which rotation step?",
+        "Set new password on primary",
+        "Wait for replicas to sync",
+        "Wait for new password on replica",
+        "Wait for new password on replica",
         "Step done",
     ]
     # And the execution's output is a small summary of identifiers and results
@@ -109,7 +122,11 @@ def test_replica_down_during_set_rolls_back_the_primary_and_alerts_once(
     # And exactly one alert says where and why
     (alert,) = alerts_for(aws_stack, rotation["name"])
     assert (alert["step"], alert["failedState"], alert["endpoint"], alert["errorType"]) == (
-        "setSecret", "Wait for new password on replica", REPLICA_2, "EndpointUnreachable")
+        "setSecret",
+        "Wait for new password on replica",
+        REPLICA_2,
+        "EndpointUnreachable",
+    )
     assert [e["outcome"] for e in alert["endpoints"]] == ["restored", "in_sync", "unreachable"]
     assert alert["executionArn"] == result["executionArn"]
     # And the history shows the path: retries on the dead replica, then Roll back → alert → Fail
@@ -129,7 +146,10 @@ def test_a_failing_rollback_still_alerts_and_says_the_rollback_failed(
     monkeypatch.setattr(RotationTasks, "rollback", broken_rollback)
     result = run_step(aws_stack, rotation, "setSecret")
     assert (result["status"], result["error"]) == ("FAILED", "RollbackFailed")
-    assert state_names(aws_stack, result)[-2:] == ["Send alert: rollback failed", "Rotation failed; rollback incomplete"]
+    assert state_names(aws_stack, result)[-2:] == [
+        "Send alert: rollback failed",
+        "Rotation failed; rollback incomplete",
+    ]
     (message,) = [m for m in aws_stack.sns_messages() if rotation["arn"] in m["Message"]]
     assert message["Subject"] == "Rotation failed and its rollback failed"
     assert "EndpointUnreachable" in message["Message"] and "RuntimeError" not in message["Message"].split("(")[0]

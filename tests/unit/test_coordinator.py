@@ -144,8 +144,11 @@ def test_execution_outliving_the_budget_fails_the_step_so_a_retry_resumes_it(sto
     executions = FakeExecutions(*[ExecutionState("x", "RUNNING")] * 1000)
     now = [0.0]
     subject = RotationCoordinator(
-        store, executions, CoordinatorSettings(poll_seconds=1.0, safety_margin_seconds=10),
-        sleep=lambda seconds: now.__setitem__(0, now[0] + seconds), clock=lambda: now[0],
+        store,
+        executions,
+        CoordinatorSettings(poll_seconds=1.0, safety_margin_seconds=10),
+        sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
+        clock=lambda: now[0],
     )
     # When the function has 30 s left
     with pytest.raises(ExecutionStillRunning):

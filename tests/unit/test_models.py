@@ -70,8 +70,14 @@ def test_secret_that_is_not_a_json_object_is_invalid(raw: str) -> None:
 
 @pytest.mark.parametrize(
     ("ssl", "use_tls", "fall_back"),
-    [(None, True, True), (True, True, False), (False, False, False), ("true", True, False), ("FALSE", False, False),
-     ("maybe", True, True)],
+    [
+        (None, True, True),
+        (True, True, False),
+        (False, False, False),
+        ("true", True, False),
+        ("FALSE", False, False),
+        ("maybe", True, True),
+    ],
 )
 def test_ssl_policy_follows_aws_template_semantics(ssl: object, use_tls: bool, fall_back: bool) -> None:
     data = app_secret() if ssl is None else app_secret(ssl=ssl)

@@ -44,7 +44,9 @@ def tasks(store: InMemorySecretStore, cluster: dict[str, FakeServer]) -> Rotatio
             raise UnsupportedEngine(name)
         return engine
 
-    return RotationTasks(store, TaskSettings(replica_polls=3, replica_poll_interval=0), engines=engines, sleep=lambda _: None)  # type: ignore[arg-type]
+    return RotationTasks(
+        store, TaskSettings(replica_polls=3, replica_poll_interval=0), engines=engines, sleep=lambda _: None
+    )  # type: ignore[arg-type]
 
 
 def task(step: str = "setSecret", endpoint: TopologyEndpoint | None = None) -> TaskInput:
@@ -102,7 +104,9 @@ def test_await_replica_absorbs_lag_within_its_polls(tasks: RotationTasks, cluste
     assert (report.result, report.attempts) == ("in sync", 3)
 
 
-def test_await_replica_reports_not_in_sync_then_unreachable(tasks: RotationTasks, cluster: dict[str, FakeServer]) -> None:
+def test_await_replica_reports_not_in_sync_then_unreachable(
+    tasks: RotationTasks, cluster: dict[str, FakeServer]
+) -> None:
     cluster[REPLICA.address].effective_users()
     tasks.set_password(task(endpoint=PRIMARY))
     cluster[REPLICA.address].lag = 10
@@ -124,7 +128,9 @@ def test_tasks_after_create_need_the_pending_value(store: InMemorySecretStore, t
         tasks.await_replica(task(endpoint=REPLICA))
 
 
-def test_promote_moves_current_and_removes_pending_idempotently(store: InMemorySecretStore, tasks: RotationTasks) -> None:
+def test_promote_moves_current_and_removes_pending_idempotently(
+    store: InMemorySecretStore, tasks: RotationTasks
+) -> None:
     first = tasks.promote(task("finishSecret"))
     second = tasks.promote(task("finishSecret"))
     assert first.promoted and first.previous_version == "v" * 32
@@ -134,7 +140,10 @@ def test_promote_moves_current_and_removes_pending_idempotently(store: InMemoryS
 
 def rollback_input(step: str = "setSecret", cause: str = "") -> RollbackInput:
     return RollbackInput(
-        secret_id="rotator/app", token=TOKEN, step=step, state="Roll back",  # type: ignore[arg-type]
+        secret_id="rotator/app",
+        token=TOKEN,
+        step=step,
+        state="Roll back",  # type: ignore[arg-type]
         execution_arn="arn:aws:states:eu-west-1:123456789012:execution:Rotation:x",
         failure=Failure(Error="ReplicaNotInSync", Cause=cause),
     )
@@ -145,8 +154,13 @@ def test_rollback_after_set_restores_the_primary_and_releases_pending(
 ) -> None:
     # Given the primary has the new password and a replica failed to sync
     tasks.set_password(task(endpoint=PRIMARY))
-    cause = json.dumps({"errorType": "ReplicaNotInSync", "errorMessage": f"lag with {NEW_PASSWORD} "
-                        "[state=Wait for new password on replica; endpoint=10.0.0.2:5432]", "stackTrace": ["frame"]})
+    cause = json.dumps(
+        {
+            "errorType": "ReplicaNotInSync",
+            "errorMessage": f"lag with {NEW_PASSWORD} [state=Wait for new password on replica; endpoint=10.0.0.2:5432]",
+            "stackTrace": ["frame"],
+        }
+    )
     # When the rollback runs
     report = tasks.rollback(rollback_input(cause=cause))
     # Then the old password works on the primary and on every replica, AWSPENDING is gone
@@ -156,7 +170,10 @@ def test_rollback_after_set_restores_the_primary_and_releases_pending(
     # And the alert names the state and endpoint, with no password and no stack trace
     alert = report.alert
     assert (alert.failed_state, alert.endpoint, alert.error_type) == (
-        "Wait for new password on replica", "10.0.0.2:5432", "ReplicaNotInSync")
+        "Wait for new password on replica",
+        "10.0.0.2:5432",
+        "ReplicaNotInSync",
+    )
     assert alert.database_restored and alert.pending_removed
     assert NEW_PASSWORD not in json.dumps(alert.dump()) and "frame" not in json.dumps(alert.dump())
     assert alert.console_url and "eu-west-1" in alert.console_url

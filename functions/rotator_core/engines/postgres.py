@@ -66,7 +66,7 @@ class PostgresSession:
 
     def _scalar(self, query: str) -> Any:
         try:
-            row = self._connection.execute(query).fetchone()  # type: ignore[arg-type]  # literal, no user input
+            row = self._connection.execute(query).fetchone()
         except psycopg.Error as exc:
             raise _classify(exc, self._target, self._credentials) from None
         return row[0] if row else None

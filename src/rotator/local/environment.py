@@ -87,16 +87,24 @@ class LocalEnvironment:
 
     def _start_daemon(self, *, fast_retries: bool) -> None:
         argv = [
-            sys.executable, "-m", "rotator.local.daemon",
-            "--state-file", str(self.aws_state_file),
-            "--template", str(self.project_root / "template.yaml"),
+            sys.executable,
+            "-m",
+            "rotator.local.daemon",
+            "--state-file",
+            str(self.aws_state_file),
+            "--template",
+            str(self.project_root / "template.yaml"),
         ]
         if fast_retries:
             argv.append("--fast-retries")
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.project_root, start_new_session=True,
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.project_root,
+                start_new_session=True,
             )
         self.pid_file.write_text(str(process.pid))
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -105,7 +113,9 @@ class LocalEnvironment:
                 raise LocalStackError(f"the local AWS stack exited during start-up; see {self.log_file}")
             if time.monotonic() > deadline:
                 process.terminate()
-                raise LocalStackError(f"the local AWS stack did not start in {STARTUP_TIMEOUT:.0f} s; see {self.log_file}")
+                raise LocalStackError(
+                    f"the local AWS stack did not start in {STARTUP_TIMEOUT:.0f} s; see {self.log_file}"
+                )
             time.sleep(0.1)
 
     def down(self, *, quiet: bool = False) -> bool:
