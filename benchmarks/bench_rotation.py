@@ -21,12 +21,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from botocore.exceptions import ClientError
-from psycopg import sql
 
 from rotator.local.aws_stack import LocalAwsStack
 from rotator.local.postgres_rig import PgCluster, start_cluster, stop_cluster, stop_node
+from rotator.local.seed import create_login_role, secret_value
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "rotation.json"
@@ -39,24 +38,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def make_secret(stack: LocalAwsStack, cluster: PgCluster) -> str:
     user, password = f"bench_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    with psycopg.connect(cluster.dsn(cluster.primary), autocommit=True) as connection:
-        connection.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password))
-        )
-    value = {
-        "engine": "postgres",
-        "host": cluster.primary.host,
-        "port": cluster.primary.port,
-        "username": user,
-        "password": password,
-        "dbname": cluster.dbname,
-        "replicas": [{"host": r.host, "port": r.port} for r in cluster.replicas],
-    }
-    return str(
-        stack.client("secretsmanager").create_secret(Name=f"rotator/bench/{user}", SecretString=json.dumps(value))[
-            "ARN"
-        ]
-    )
+    create_login_role(cluster.dsn(cluster.primary), user, password)
+    primary = {"host": cluster.primary.host, "port": cluster.primary.port}
+    replicas = [{"host": r.host, "port": r.port} for r in cluster.replicas]
+    value = secret_value(primary, replicas, cluster.dbname, user, password)
+    secrets = stack.client("secretsmanager")
+    return str(secrets.create_secret(Name=f"rotator/bench/{user}", SecretString=json.dumps(value))["ARN"])
 
 
 def executions_by_step(stack: LocalAwsStack, secret_arn: str) -> dict[str, dict[str, Any]]:

@@ -17,7 +17,8 @@ import psycopg
 
 from rotator import cli
 from rotator.local.environment import LocalEnvironment
-from rotator.local.postgres_rig import load_cluster, stop_node
+from rotator.local.postgres_rig import stop_node
+from rotator.local.seed import create_login_role, secret_value
 from rotator.paths import project_root
 
 SECRET_NAME = "rotator/demo/app"  # noqa: S105 - a name, not a value
@@ -96,31 +97,12 @@ def demo(environment: LocalEnvironment) -> int:
     names = ["primary", "replica1", "replica2"]
 
     say(f"Creating the application user {APP_USER!r} and its secret {SECRET_NAME!r}")
-    admin = pg["admin"]
-    with psycopg.connect(
-        host=pg["primary"]["host"],
-        port=pg["primary"]["port"],
-        dbname=pg["dbname"],
-        user=admin["username"],
-        password=admin["password"],
-        autocommit=True,
-    ) as connection:
-        connection.execute(f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{INITIAL_PASSWORD}'")
+    cluster = environment.cluster()
+    assert cluster is not None
+    create_login_role(cluster.dsn(cluster.primary), APP_USER, INITIAL_PASSWORD)
     secrets = cli.client("secretsmanager", status)
-    secrets.create_secret(
-        Name=SECRET_NAME,
-        SecretString=json.dumps(
-            {
-                "engine": "postgres",
-                "host": pg["primary"]["host"],
-                "port": pg["primary"]["port"],
-                "username": APP_USER,
-                "password": INITIAL_PASSWORD,
-                "dbname": pg["dbname"],
-                "replicas": pg["replicas"],
-            }
-        ),
-    )
+    value = secret_value(pg["primary"], pg["replicas"], pg["dbname"], APP_USER, INITIAL_PASSWORD)
+    secrets.create_secret(Name=SECRET_NAME, SecretString=json.dumps(value))
     # An alert subscriber, as an on-call team's queue or chat integration would be.
     sqs, sns = cli.client("sqs", status), cli.client("sns", status)
     queue_url = sqs.create_queue(QueueName="rotator-demo-alerts")["QueueUrl"]
@@ -149,8 +131,6 @@ def demo(environment: LocalEnvironment) -> int:
     run("show", set_execution["executionArn"])
 
     say("Rotation 2: replica2 is stopped")
-    cluster = load_cluster(environment.postgres_dir)
-    assert cluster is not None
     stop_node(cluster, cluster.replicas[1])
     print(f"   stopped replica2 ({cluster.replicas[1].host}:{cluster.replicas[1].port})")
     check(run("rotate", SECRET_NAME) != 0, "rotation failed, as it must with a replica down")

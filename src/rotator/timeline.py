@@ -129,9 +129,10 @@ def render(description: dict[str, Any], events: list[dict[str, Any]]) -> str:
     took = f" in {(stop - start).total_seconds():.2f} s" if start and stop else ""
     lines = [f"{description['name']}  {description['status']}{took}", f"  {description['executionArn']}"]
     lines.append(f"  input: {description.get('input', '')}")
-    for row in build_rows(events):
+    rows = build_rows(events)
+    for row in rows:
         lines.append(_line(row, "  "))
         lines.extend(_line(child, "      ") for child in row.children)
-    if description.get("status") == "FAILED":
+    if description.get("status") == "FAILED" and not any(row.kind == "Fail" and row.error for row in rows):
         lines.append(f"  error: {description.get('error')}  cause: {description.get('cause')}")
     return "\n".join(lines)

@@ -12,10 +12,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from rotator.local.aws_stack import LocalAwsStack
 from rotator.local.postgres_rig import PgCluster, PgNode, node_is_running, start_cluster, start_node, stop_cluster
+from rotator.local.seed import create_login_role, secret_value
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -78,19 +78,10 @@ def app_secret_factory(healthy_cluster: PgCluster, secrets_client: Any) -> Any:
     def create(**overrides: Any) -> AppSecret:
         user = f"app_{uuid.uuid4().hex[:10]}"
         password = f"Init-{uuid.uuid4().hex}"
-        with psycopg.connect(healthy_cluster.dsn(healthy_cluster.primary), autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password))
-            )
-        value = {
-            "engine": "postgres",
-            "host": healthy_cluster.primary.host,
-            "port": healthy_cluster.primary.port,
-            "username": user,
-            "password": password,
-            "dbname": healthy_cluster.dbname,
-            "replicas": [endpoint(node) for node in healthy_cluster.replicas],
-        } | overrides
+        create_login_role(healthy_cluster.dsn(healthy_cluster.primary), user, password)
+        replicas = [endpoint(node) for node in healthy_cluster.replicas]
+        value = secret_value(endpoint(healthy_cluster.primary), replicas, healthy_cluster.dbname, user, password)
+        value |= overrides
         name = f"rotator/it/{user}"
         arn = secrets_client.create_secret(Name=name, SecretString=json.dumps(value))["ARN"]
         for node in healthy_cluster.nodes:

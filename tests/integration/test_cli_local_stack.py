@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg
 import pytest
-from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from rotator.cli import client
+from rotator.local.seed import create_login_role, secret_value
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,39 +72,18 @@ def test_a_secret_created_with_boto3_is_rotated_by_the_cli(local_stack: tuple[Pa
     # Given an application role and its secret, created as a user would over the local endpoint
     user, password = f"app_{uuid.uuid4().hex[:8]}", f"Cli-{uuid.uuid4().hex}"
     admin = pg["admin"]
-    with psycopg.connect(
+    admin_conninfo = make_conninfo(
         host=pg["primary"]["host"],
         port=pg["primary"]["port"],
         dbname=pg["dbname"],
         user=admin["username"],
         password=admin["password"],
-        autocommit=True,
-    ) as connection:
-        connection.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password))
-        )
-    secrets = boto3.client(
-        "secretsmanager",
-        endpoint_url=status["aws_endpoint"],
-        region_name=status["region"],
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
     )
+    create_login_role(admin_conninfo, user, password)
+    secrets = client("secretsmanager", status)
     name = f"rotator/cli/{user}"
-    secrets.create_secret(
-        Name=name,
-        SecretString=json.dumps(
-            {
-                "engine": "postgres",
-                "host": pg["primary"]["host"],
-                "port": pg["primary"]["port"],
-                "username": user,
-                "password": password,
-                "dbname": pg["dbname"],
-                "replicas": pg["replicas"],
-            }
-        ),
-    )
+    value = secret_value(pg["primary"], pg["replicas"], pg["dbname"], user, password)
+    secrets.create_secret(Name=name, SecretString=json.dumps(value))
     # When `rotator rotate` runs
     result = rotator(home, "rotate", name)
     # Then it reports four succeeded steps
@@ -118,13 +99,7 @@ def test_a_secret_created_with_boto3_is_rotated_by_the_cli(local_stack: tuple[Pa
     timeline = rotator(home, "show", set_arn).stdout
     assert "✓ Set new password on primary" in timeline and "Wait for new password on replica" in timeline
     # And standard tools work against the same endpoint
-    sfn = boto3.client(
-        "stepfunctions",
-        endpoint_url=status["aws_endpoint"],
-        region_name=status["region"],
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    sfn = client("stepfunctions", status)
     assert set_arn in {
         e["executionArn"] for e in sfn.list_executions(stateMachineArn=status["state_machine_arn"])["executions"]
     }
@@ -133,13 +108,7 @@ def test_a_secret_created_with_boto3_is_rotated_by_the_cli(local_stack: tuple[Pa
 
 def test_rotate_fails_with_a_one_line_reason(local_stack: tuple[Path, dict[str, Any]]) -> None:
     home, status = local_stack
-    secrets = boto3.client(
-        "secretsmanager",
-        endpoint_url=status["aws_endpoint"],
-        region_name=status["region"],
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    secrets = client("secretsmanager", status)
     secrets.create_secret(Name="rotator/cli/broken", SecretString=json.dumps({"engine": "postgres", "host": "x"}))
     result = rotator(home, "rotate", "rotator/cli/broken", check=False)
     assert result.returncode != 0
@@ -156,13 +125,7 @@ def test_replay_sends_sample_events_and_reports_errors_clearly(local_stack: tupl
     assert result.returncode == 1 and "ResourceNotFoundException" in result.stdout
     # A task event goes to the function named after the file, and returns its small summary
     status = json.loads(rotator(home, "local", "status", "--json").stdout)
-    secrets = boto3.client(
-        "secretsmanager",
-        endpoint_url=status["aws_endpoint"],
-        region_name=status["region"],
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    secrets = client("secretsmanager", status)
     primary = status["postgres"]["primary"]
     secrets.create_secret(
         Name="rotator/cli/replayed",

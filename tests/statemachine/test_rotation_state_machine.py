@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from rotator.local.aws_stack import LocalAwsStack
-from rotator.timeline import build_rows
+from rotator.timeline import build_rows, render
 from rotator_core import engines
 from rotator_core.tasks import RotationTasks
 from tests.conftest import OLD_PASSWORD, alerts_for, app_secret, stages_of
@@ -132,6 +132,14 @@ def test_replica_down_during_set_rolls_back_the_primary_and_alerts_once(
     # And the history shows the path: retries on the dead replica, then Roll back → alert → Fail
     names = state_names(aws_stack, result)
     assert names[-3:] == ["Roll back", "Send failure alert", "Rotation failed"]
+    # And `rotator show` renders it as the console would: the failing iteration with its retries, then the rollback
+    timeline = render(
+        aws_stack.client("stepfunctions").describe_execution(executionArn=result["executionArn"]),
+        aws_stack.execution_history(result["executionArn"]),
+    )
+    failing = next(line for line in timeline.splitlines() if REPLICA_2 in line and "Wait for new password" in line)
+    assert "retries 2" in failing and "EndpointUnreachable" in failing
+    assert "✓ Roll back" in timeline and "✗ Rotation failed" in timeline and "\n  error:" not in timeline
 
 
 def test_a_failing_rollback_still_alerts_and_says_the_rollback_failed(
