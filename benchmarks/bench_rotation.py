@@ -10,7 +10,9 @@ a replica is down. Prints a table and writes benchmarks/results/rotation.json. F
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import platform
 import statistics
@@ -109,8 +111,18 @@ def main() -> int:
     parser.add_argument("--rotations", type=int, default=10)
     parser.add_argument("--replicas", type=int, nargs="*", default=[0, 2, 4])
     args = parser.parse_args()
-    with LocalAwsStack(ROOT / "template.yaml", fast_retries=False) as stack:
-        results = [bench_replicas(stack, replicas, args.rotations) for replicas in args.replicas]
+    # The functions' own logs (and moto's) go to a file so the figures stay readable.
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    log_path = RESULTS.with_suffix(".log")
+    with log_path.open("w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        handler = logging.StreamHandler(log)
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+        try:
+            with LocalAwsStack(ROOT / "template.yaml", fast_retries=False) as stack:
+                results = [bench_replicas(stack, replicas, args.rotations) for replicas in args.replicas]
+        finally:
+            logging.getLogger().removeHandler(handler)
     print(
         f"\n{'replicas':>8} {'median s':>9} {'p95 s':>7} {'create':>7} {'set':>6} {'test':>6} {'finish':>7} "
         f"{'max waits':>9} {'fail+alert s':>12}"
@@ -124,7 +136,6 @@ def main() -> int:
             f"{s.get('finishSecret', 0):>7.3f} {r['replica_wait_logins']['max']:>9} "
             f"{(f'{fail:.2f}' if fail is not None else '-'):>12}"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
             {
@@ -141,7 +152,7 @@ def main() -> int:
         )
         + "\n"
     )
-    print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+    print(f"\nwritten to {RESULTS.relative_to(ROOT)} (function logs: {log_path.relative_to(ROOT)})")
     return 0
 
 
