@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import cache
 from typing import TypeVar
@@ -15,7 +16,7 @@ from rotator_aws.secrets_manager import SecretsManagerStore
 from rotator_aws.step_functions import StepFunctionsExecutions
 from rotator_core.coordinator import CoordinatorSettings, RotationCoordinator
 from rotator_core.errors import InvalidEvent, RotatorError
-from rotator_core.models import TaskInput, _Wire
+from rotator_core.models import TaskInput, WireModel
 from rotator_core.ports import PasswordPolicy
 from rotator_core.redaction import parse_model
 from rotator_core.tasks import RotationTasks, TaskSettings
@@ -24,6 +25,7 @@ logger = Logger()
 tracer = Tracer()
 
 TaskT = TypeVar("TaskT", bound=TaskInput)
+EnvT = TypeVar("EnvT", bound=BaseModel)
 
 
 class TaskEnvironment(BaseModel):
@@ -44,16 +46,13 @@ class RotationEnvironment(BaseModel):
     poll_seconds: float = Field(default=1.0, alias="EXECUTION_POLL_SECONDS", gt=0)
 
 
-def _environment(model: type[BaseModel]) -> BaseModel:
-    import os
-
+def _environment(model: type[EnvT]) -> EnvT:
     return parse_model(model, dict(os.environ), InvalidEvent, "the function's environment")
 
 
 @cache
 def rotation_tasks() -> RotationTasks:
     env = _environment(TaskEnvironment)
-    assert isinstance(env, TaskEnvironment)
     store = SecretsManagerStore(boto3.client("secretsmanager"))
     return RotationTasks(store, TaskSettings(connect_timeout=env.db_connect_timeout_seconds))
 
@@ -61,7 +60,6 @@ def rotation_tasks() -> RotationTasks:
 @cache
 def rotation_coordinator() -> RotationCoordinator:
     env = _environment(RotationEnvironment)
-    assert isinstance(env, RotationEnvironment)
     policy = PasswordPolicy(
         length=env.password_length,
         exclude_characters=env.exclude_characters,
@@ -78,14 +76,8 @@ def rotation_coordinator() -> RotationCoordinator:
     )
 
 
-def reset_dependencies() -> None:
-    """Forget cached clients and settings (tests that change the environment between invocations)."""
-    rotation_tasks.cache_clear()
-    rotation_coordinator.cache_clear()
-
-
 def run_task(
-    event: object, model: type[TaskT], operation: Callable[[TaskT], _Wire], task_name: str
+    event: object, model: type[TaskT], operation: Callable[[TaskT], WireModel], task_name: str
 ) -> dict[str, object]:
     """Parse, correlate, run one domain operation, and report it. Errors keep their class name (the ASL's errorType)
     and gain the state and endpoint they happened at."""

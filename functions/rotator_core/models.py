@@ -27,7 +27,7 @@ class RotationStep(StrEnum):
     FINISH = "finishSecret"
 
 
-class _Wire(BaseModel):
+class WireModel(BaseModel):
     """camelCase on the wire (the state machine's JSON), snake_case in Python."""
 
     model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
@@ -47,7 +47,7 @@ class RotationEvent(BaseModel):
     rotation_token: SecretStr | None = Field(default=None, alias="RotationToken")
 
 
-class Endpoint(_Wire):
+class Endpoint(WireModel):
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(ge=1, le=65535)
 
@@ -107,7 +107,7 @@ class DatabaseSecret(BaseModel):
         return self.model_copy(update={"password": password})
 
 
-class SslPolicy(_Wire):
+class SslPolicy(WireModel):
     """AWS's template semantics: no ``ssl`` key or an unknown string → try TLS, fall back to plain;
     a bool or "true"/"false" → exactly that, no fallback."""
 
@@ -131,7 +131,7 @@ class TopologyEndpoint(Endpoint):
     role: EndpointRole
 
 
-class Topology(_Wire):
+class Topology(WireModel):
     """Where the secret's user lives: the primary that takes the write, and replicas that receive it by replication."""
 
     engine: str
@@ -145,7 +145,7 @@ class Topology(_Wire):
         return [self.primary, *self.replicas]
 
 
-class ExecutionInput(_Wire):
+class ExecutionInput(WireModel):
     """The state machine's input. Identifiers only: never a secret value or the RotationToken."""
 
     secret_id: str = Field(alias="secretId")
@@ -153,7 +153,7 @@ class ExecutionInput(_Wire):
     step: RotationStep
 
 
-class Failure(_Wire):
+class Failure(WireModel):
     """What a Catch puts at ``$.failure``."""
 
     error: str = Field(alias="Error", default="States.Unknown")
@@ -172,32 +172,32 @@ class RollbackInput(TaskInput):
     failure: Failure = Field(default_factory=Failure)
 
 
-class EndpointReport(_Wire):
+class EndpointReport(WireModel):
     endpoint: str
     role: EndpointRole
     result: str
     attempts: int = 1
 
 
-class SetPasswordReport(_Wire):
+class SetPasswordReport(WireModel):
     endpoint: str
     changed: bool
     logged_in_with: str = Field(alias="loggedInWith")
 
 
-class PromoteReport(_Wire):
+class PromoteReport(WireModel):
     promoted: bool
     previous_version: str | None = Field(default=None, alias="previousVersion")
 
 
-class EndpointRestore(_Wire):
+class EndpointRestore(WireModel):
     endpoint: str
     role: EndpointRole
     outcome: Literal["unchanged", "restored", "in_sync", "not_in_sync", "unreachable", "cannot_restore"]
     detail: str | None = None
 
 
-class Alert(_Wire):
+class Alert(WireModel):
     """The SNS message body. Built from identifiers and sanitized messages only."""
 
     subject: str
@@ -216,12 +216,12 @@ class Alert(_Wire):
     action: str
 
 
-class RollbackReport(_Wire):
+class RollbackReport(WireModel):
     summary: str
     alert: Alert
 
 
-class StepOutcome(_Wire):
+class StepOutcome(WireModel):
     """What the thin function returns to Secrets Manager (and logs)."""
 
     step: RotationStep

@@ -9,16 +9,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any
-
-import psycopg
 
 from rotator import cli
 from rotator.local.environment import LocalEnvironment
 from rotator.local.postgres_rig import stop_node
-from rotator.local.seed import create_login_role, secret_value
+from rotator.local.seed import can_log_in, can_log_in_eventually, create_login_role, secret_value
 from rotator.paths import project_root
 
 SECRET_NAME = "rotator/demo/app"  # noqa: S105 - a name, not a value
@@ -46,30 +42,6 @@ def run(*argv: str) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     return code
-
-
-def logs_in(endpoint: dict[str, Any], dbname: str, password: str) -> bool:
-    try:
-        psycopg.connect(
-            host=endpoint["host"],
-            port=endpoint["port"],
-            dbname=dbname,
-            user=APP_USER,
-            password=password,
-            connect_timeout=3,
-        ).close()
-        return True
-    except psycopg.OperationalError:
-        return False
-
-
-def logs_in_eventually(endpoint: dict[str, Any], dbname: str, password: str, seconds: float = 5) -> bool:
-    deadline = time.monotonic() + seconds
-    while not logs_in(endpoint, dbname, password):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def main() -> int:
@@ -111,7 +83,7 @@ def demo(environment: LocalEnvironment) -> int:
         TopicArn=status["topic_arn"], Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"}
     )
     check(
-        all(logs_in_eventually(e, pg["dbname"], INITIAL_PASSWORD) for e in endpoints),
+        all(can_log_in_eventually(e, pg["dbname"], APP_USER, INITIAL_PASSWORD) for e in endpoints),
         f"{APP_USER} logs in with its initial password on the primary and both replicas",
     )
 
@@ -119,8 +91,12 @@ def demo(environment: LocalEnvironment) -> int:
     check(run("rotate", SECRET_NAME) == 0, "rotation succeeded")
     new_password = json.loads(secrets.get_secret_value(SecretId=SECRET_NAME)["SecretString"])["password"]
     for name, endpoint in zip(names, endpoints, strict=True):
-        check(logs_in(endpoint, pg["dbname"], new_password), f"{name}: the new AWSCURRENT password logs in")
-        check(not logs_in(endpoint, pg["dbname"], INITIAL_PASSWORD), f"{name}: the old password is rejected")
+        check(
+            can_log_in(endpoint, pg["dbname"], APP_USER, new_password), f"{name}: the new AWSCURRENT password logs in"
+        )
+        check(
+            not can_log_in(endpoint, pg["dbname"], APP_USER, INITIAL_PASSWORD), f"{name}: the old password is rejected"
+        )
     stages = secrets.describe_secret(SecretId=SECRET_NAME)["VersionIdsToStages"]
     check(not any("AWSPENDING" in s for s in stages.values()), "no AWSPENDING left behind")
     set_execution = next(
@@ -143,7 +119,7 @@ def demo(environment: LocalEnvironment) -> int:
     )
     for name, endpoint in zip(names[:2], endpoints[:2], strict=True):
         check(
-            logs_in(endpoint, pg["dbname"], new_password),
+            can_log_in(endpoint, pg["dbname"], APP_USER, new_password),
             f"{name}: AWSCURRENT still logs in (database and secret agree)",
         )
     stages = secrets.describe_secret(SecretId=SECRET_NAME)["VersionIdsToStages"]

@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from rotator.local.aws_stack import LocalAwsStack
 from rotator.local.postgres_rig import PgCluster, PgNode, node_is_running, start_cluster, start_node, stop_cluster
-from rotator.local.seed import create_login_role, secret_value
+from rotator.local.seed import can_log_in, can_log_in_eventually, create_login_role, secret_value
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -43,21 +42,11 @@ def endpoint(node: PgNode) -> dict[str, Any]:
 
 
 def logs_in(cluster: PgCluster, node: PgNode, user: str, password: str) -> bool:
-    try:
-        psycopg.connect(cluster.dsn(node, user=user, password=password), connect_timeout=3).close()
-        return True
-    except psycopg.OperationalError:
-        return False
+    return can_log_in(endpoint(node), cluster.dbname, user, password)
 
 
-def logs_in_eventually(cluster: PgCluster, node: PgNode, user: str, password: str, seconds: float = 10) -> bool:
-    """Replicas apply a password change a moment after the primary: poll rather than sleep."""
-    deadline = time.monotonic() + seconds
-    while not logs_in(cluster, node, user, password):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+def logs_in_eventually(cluster: PgCluster, node: PgNode, user: str, password: str) -> bool:
+    return can_log_in_eventually(endpoint(node), cluster.dbname, user, password)
 
 
 @dataclass

@@ -14,12 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
 from rotator.cli import client
-from rotator.local.seed import create_login_role, secret_value
+from rotator.local.seed import can_log_in, create_login_role, secret_value
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,16 +42,6 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
         yield home, json.loads(rotator(home, "local", "status", "--json").stdout)
     finally:
         rotator(home, "local", "down", check=False)
-
-
-def can_log_in(endpoint: dict[str, Any], dbname: str, user: str, password: str) -> bool:
-    try:
-        psycopg.connect(
-            host=endpoint["host"], port=endpoint["port"], dbname=dbname, user=user, password=password, connect_timeout=3
-        ).close()
-        return True
-    except psycopg.OperationalError:
-        return False
 
 
 def test_status_has_the_documented_shape(local_stack: tuple[Path, dict[str, Any]]) -> None:

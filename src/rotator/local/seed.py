@@ -1,8 +1,9 @@
-"""An application login role on the local primary, and its secret in the shape of AWS's PostgreSQL template plus
-``replicas``: what the demo, the tests and the benchmark rotate."""
+"""An application login role on the local primary, its secret in the shape of AWS's PostgreSQL template plus
+``replicas``, and login checks: what the demo, the tests and the benchmark rotate and verify."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,3 +30,25 @@ def secret_value(
         "dbname": dbname,
         "replicas": [{"host": r["host"], "port": r["port"]} for r in replicas],
     }
+
+
+def can_log_in(endpoint: Mapping[str, Any], dbname: str, user: str, password: str) -> bool:
+    try:
+        psycopg.connect(
+            host=endpoint["host"], port=endpoint["port"], dbname=dbname, user=user, password=password, connect_timeout=3
+        ).close()
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+def can_log_in_eventually(
+    endpoint: Mapping[str, Any], dbname: str, user: str, password: str, seconds: float = 10
+) -> bool:
+    """Replicas apply a password change a moment after the primary: poll rather than sleep."""
+    deadline = time.monotonic() + seconds
+    while not can_log_in(endpoint, dbname, user, password):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
