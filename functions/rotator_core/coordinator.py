@@ -33,7 +33,6 @@ from rotator_core.models import (
 )
 from rotator_core.ports import (
     ExecutionPort,
-    ExecutionState,
     PasswordPolicy,
     SecretMetadata,
     SecretStore,
@@ -127,12 +126,12 @@ class RotationCoordinator:
         )
         return True
 
-    def _wait(self, execution_arn: str, step: RotationStep, deadline: float) -> ExecutionState:
+    def _wait(self, execution_arn: str, step: RotationStep, deadline: float) -> None:
         interval = min(0.1, self._settings.poll_seconds)
         while True:
             state = self._executions.describe(execution_arn)
             if state.status == "SUCCEEDED":
-                return state
+                return
             if state.status != "RUNNING":
                 reason = state.cause or state.error or state.status
                 raise RotationStepFailed(f"{step.value} failed ({state.status}): {reason} (execution {execution_arn})")

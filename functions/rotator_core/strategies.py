@@ -57,7 +57,6 @@ class SingleUserStrategy:
         if pending.username != versions.current.username:
             raise SecretInvalid("single-user rotation cannot change the user name between versions")
         candidates = [("AWSCURRENT", versions.current), ("AWSPENDING", pending), ("AWSPREVIOUS", versions.previous)]
-        last_error: AuthenticationFailed | None = None
         for label, secret in candidates:
             if secret is None:
                 continue
@@ -71,9 +70,8 @@ class SingleUserStrategy:
                         )
                     session.set_password(pending.username, pending.password)
                     return SetPasswordReport(endpoint=target.endpoint.address, changed=True, logged_in_with=label)
-            except AuthenticationFailed as exc:
-                last_error = exc
-        assert last_error is not None
+            except AuthenticationFailed:
+                continue
         raise AuthenticationFailed(
             "none of AWSCURRENT, AWSPENDING or AWSPREVIOUS logs in on the primary", endpoint=target.endpoint.address
         )
