@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import boto3
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel, Field
 
@@ -22,7 +22,6 @@ from rotator_core.redaction import parse_model
 from rotator_core.tasks import RotationTasks, TaskSettings
 
 logger = Logger()
-tracer = Tracer()
 
 TaskT = TypeVar("TaskT", bound=TaskInput)
 EnvT = TypeVar("EnvT", bound=BaseModel)
@@ -74,6 +73,20 @@ def rotation_coordinator() -> RotationCoordinator:
         StepFunctionsExecutions(boto3.client("stepfunctions"), env.state_machine_arn),
         CoordinatorSettings(password_policy=policy, poll_seconds=env.poll_seconds),
     )
+
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, object]]
+
+
+def task_handler(task_name: str, model: type[TaskInput] = TaskInput) -> LambdaHandler:
+    """A Lambda handler for ``RotationTasks.<task_name>``: the same decorators and reporting for every task."""
+
+    @logger.inject_lambda_context(log_event=False, clear_state=True)
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, object]:
+        return run_task(event, model, getattr(rotation_tasks(), task_name), task_name)
+
+    lambda_handler.__qualname__ = lambda_handler.__name__ = task_name
+    return lambda_handler
 
 
 def run_task(

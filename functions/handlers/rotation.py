@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.common import count, logger, rotation_coordinator, tracer
+from handlers.common import count, logger, rotation_coordinator
 from rotator_core.errors import InvalidEvent
 from rotator_core.models import RotationEvent
 from rotator_core.redaction import parse_model
@@ -14,7 +14,6 @@ from rotator_core.redaction import parse_model
 
 # log_event stays False: the event carries the RotationToken.
 @logger.inject_lambda_context(log_event=False, clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rotation = parse_model(RotationEvent, event, InvalidEvent, "rotation event")
     logger.append_keys(secret_id=rotation.secret_id, step=rotation.step.value, token=rotation.token)

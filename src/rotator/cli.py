@@ -136,15 +136,15 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def function_for_event(event: dict[str, Any], path: Path, functions: dict[str, str]) -> str:
-    """Secrets Manager events go to the rotation function; a task event to the function whose handler module has the
-    file's name (events/tasks/set_password.json → handlers.set_password)."""
+    """Secrets Manager events go to the rotation function; a task event to the function whose handler is named after
+    the file (events/tasks/set_password.json → handlers.tasks.set_password)."""
     if "Step" in event:
         return functions["RotationFunction"]
     from rotator.local.template import load_template
 
     template = load_template(project_root() / "template.yaml")
     for logical_id, function in template.functions.items():
-        if function.handler.split(".")[-2] == path.stem and logical_id in functions:
+        if function.handler.rsplit(".", 1)[-1] == path.stem and logical_id in functions:
             return functions[logical_id]
     raise CliError(f"no function's handler is named after {path.name}: use --function LOGICAL_ID")
 

@@ -424,13 +424,13 @@ def test_real_template_yaml_maps_to_the_spec() -> None:
     # Then it finds the eight functions, the state machine and the alert topic of the spec
     expected_handlers = {
         "RotationFunction": "handlers.rotation.lambda_handler",
-        "ResolveEndpointsFunction": "handlers.resolve_endpoints.lambda_handler",
-        "CheckCurrentFunction": "handlers.check_current.lambda_handler",
-        "SetPasswordFunction": "handlers.set_password.lambda_handler",
-        "AwaitReplicaFunction": "handlers.await_replica.lambda_handler",
-        "TestEndpointFunction": "handlers.test_endpoint.lambda_handler",
-        "PromoteFunction": "handlers.promote.lambda_handler",
-        "RollbackFunction": "handlers.rollback.lambda_handler",
+        "ResolveEndpointsFunction": "handlers.tasks.resolve_endpoints",
+        "CheckCurrentFunction": "handlers.tasks.check_current",
+        "SetPasswordFunction": "handlers.tasks.set_password",
+        "AwaitReplicaFunction": "handlers.tasks.await_replica",
+        "TestEndpointFunction": "handlers.tasks.test_endpoint",
+        "PromoteFunction": "handlers.tasks.promote",
+        "RollbackFunction": "handlers.tasks.rollback",
     }
     assert {k: f.handler for k, f in template.functions.items()} == expected_handlers
     assert {f.code_dir for f in template.functions.values()} == {REPO / "functions"}
