@@ -14,9 +14,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from rotator_core.engines import ConnectionTarget, Credentials
-from rotator_core.errors import AuthenticationFailed, EndpointUnreachable, WriteRefusedOnReplica
-from rotator_core.ports import ExecutionState, PasswordPolicy, SecretMetadata
+from rotator_core.engines import EngineFamily, EngineRegistry
+from rotator_core.errors import AuthenticationFailed, EndpointUnreachable, SecretNotFound, WriteRefusedOnReplica
+from rotator_core.models import PasswordPolicy
+from rotator_core.ports import Account, ConnectionTarget, Credentials, ExecutionState, SecretMetadata
 
 
 class ResourceExists(Exception):
@@ -64,7 +65,7 @@ class InMemorySecretStore:
         for secret in self.secrets.values():
             if secret_id in (secret.name, secret.arn):
                 return secret
-        raise KeyError(secret_id)
+        raise SecretNotFound(f"secret {secret_id} not found")
 
     def stages(self, name: str) -> dict[str, set[str]]:
         return {vid: set(v.stages) for vid, v in self._find(name).versions.items() if v.stages}
@@ -169,8 +170,9 @@ class FakeServer:
 
 
 class FakeSession:
-    def __init__(self, server: FakeServer) -> None:
+    def __init__(self, server: FakeServer, username: str) -> None:
         self._server = server
+        self._username = username
 
     def is_replica(self) -> bool:
         return self._server.replica_of is not None
@@ -178,18 +180,26 @@ class FakeSession:
     def run_test_query(self) -> None:
         return None
 
-    def set_password(self, username: str, password: SecretStr) -> None:
+    def current_account(self) -> Account:
+        return Account(self._username)
+
+    def _write(self, account: Account, password: SecretStr) -> None:
         if self._server.replica_of is not None:
             raise WriteRefusedOnReplica("read-only")
-        self._server.users[username] = password.get_secret_value()
-        self._server.writes.append(username)
+        self._server.users[account.username] = password.get_secret_value()
+        self._server.writes.append(account.username)
+
+    def set_password(self, account: Account, password: SecretStr) -> None:
+        self._write(account, password)
+
+    def account_exists(self, account: Account) -> bool:
+        return account.username in self._server.effective_users()
+
+    def create_account_like(self, account: Account, password: SecretStr, template: Account) -> None:
+        self._write(account, password)
 
 
 class FakeEngine:
-    name = "postgres"
-    default_port = 5432
-    excluded_characters = "/@\"'\\"
-
     def __init__(self, servers: dict[str, FakeServer]) -> None:
         self.servers = servers
         self.logins: list[tuple[str, str]] = []
@@ -202,4 +212,20 @@ class FakeEngine:
             raise EndpointUnreachable("cannot connect: Connection refused", endpoint=target.endpoint.address)
         if server.effective_users().get(credentials.username) != credentials.password.get_secret_value():
             raise AuthenticationFailed("password authentication failed", endpoint=target.endpoint.address)
-        yield FakeSession(server)
+        yield FakeSession(server, credentials.username)
+
+
+POSTGRES_EXCLUDED = "/@\"'\\"
+
+
+def fake_engines(engine: FakeEngine) -> EngineRegistry:
+    """A registry whose postgres family is served by ``engine`` (as rotator_db's, without the driver)."""
+    return EngineRegistry(
+        EngineFamily(
+            name="postgres",
+            aliases=("postgresql", "aurora-postgresql"),
+            default_port=5432,
+            excluded_characters=POSTGRES_EXCLUDED,
+            connect=lambda: engine,
+        )
+    )

@@ -10,16 +10,17 @@ from typing import Any, TypeVar
 import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rotator_aws.secrets_manager import SecretsManagerStore
 from rotator_aws.step_functions import StepFunctionsExecutions
 from rotator_core.coordinator import CoordinatorSettings, RotationCoordinator
-from rotator_core.errors import InvalidEvent, RotatorError
-from rotator_core.models import TaskInput, WireModel
-from rotator_core.ports import PasswordPolicy
+from rotator_core.engines import EngineRegistry
+from rotator_core.errors import ConfigurationError, InvalidEvent, RotatorError
+from rotator_core.models import PasswordPolicy, TaskInput, WireModel
 from rotator_core.redaction import parse_model
 from rotator_core.tasks import RotationTasks, TaskSettings
+from rotator_db import DriverSettings, default_engines
 
 logger = Logger()
 
@@ -27,51 +28,49 @@ TaskT = TypeVar("TaskT", bound=TaskInput)
 EnvT = TypeVar("EnvT", bound=BaseModel)
 
 
-class TaskEnvironment(BaseModel):
-    db_connect_timeout_seconds: float = Field(default=5.0, alias="DB_CONNECT_TIMEOUT_SECONDS", gt=0)
+class FunctionEnvironment(BaseModel):
+    """Variables every function may read (template.yaml, Globals)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    db_connect_timeout_seconds: float = Field(default=5.0, alias="DB_CONNECT_TIMEOUT_SECONDS", gt=0, le=60)
+    db_ssl_root_cert: str = Field(default="system", alias="DB_SSL_ROOT_CERT", min_length=1)
 
 
-class RotationEnvironment(BaseModel):
-    """The rotation function's variables; the password knobs are those of AWS's official rotation functions."""
+class RotationEnvironment(FunctionEnvironment):
+    """The rotation function's own variables (its password knobs are PasswordPolicy's)."""
 
     state_machine_arn: str = Field(alias="STATE_MACHINE_ARN", min_length=1)
-    password_length: int = Field(default=32, alias="PASSWORD_LENGTH", ge=8, le=4096)
-    exclude_characters: str = Field(default="", alias="EXCLUDE_CHARACTERS")
-    exclude_numbers: bool = Field(default=False, alias="EXCLUDE_NUMBERS")
-    exclude_punctuation: bool = Field(default=False, alias="EXCLUDE_PUNCTUATION")
-    exclude_uppercase: bool = Field(default=False, alias="EXCLUDE_UPPERCASE")
-    exclude_lowercase: bool = Field(default=False, alias="EXCLUDE_LOWERCASE")
-    require_each_included_type: bool = Field(default=True, alias="REQUIRE_EACH_INCLUDED_TYPE")
     poll_seconds: float = Field(default=1.0, alias="EXECUTION_POLL_SECONDS", gt=0)
 
 
-def _environment(model: type[EnvT]) -> EnvT:
-    return parse_model(model, dict(os.environ), InvalidEvent, "the function's environment")
+def environment(model: type[EnvT]) -> EnvT:
+    return parse_model(model, dict(os.environ), ConfigurationError, "the function's environment")
+
+
+@cache
+def engines() -> EngineRegistry:
+    """The database adapters, built once per container. Tests serve a family from memory with ``replaced``."""
+    env = environment(FunctionEnvironment)
+    return default_engines(DriverSettings(ssl_root_cert=env.db_ssl_root_cert))
 
 
 @cache
 def rotation_tasks() -> RotationTasks:
-    env = _environment(TaskEnvironment)
+    env = environment(FunctionEnvironment)
     store = SecretsManagerStore(boto3.client("secretsmanager"))
-    return RotationTasks(store, TaskSettings(connect_timeout=env.db_connect_timeout_seconds))
+    return RotationTasks(store, engines(), TaskSettings(connect_timeout=env.db_connect_timeout_seconds))
 
 
 @cache
 def rotation_coordinator() -> RotationCoordinator:
-    env = _environment(RotationEnvironment)
-    policy = PasswordPolicy(
-        length=env.password_length,
-        exclude_characters=env.exclude_characters,
-        exclude_numbers=env.exclude_numbers,
-        exclude_punctuation=env.exclude_punctuation,
-        exclude_uppercase=env.exclude_uppercase,
-        exclude_lowercase=env.exclude_lowercase,
-        require_each_included_type=env.require_each_included_type,
-    )
+    env = environment(RotationEnvironment)
+    settings = CoordinatorSettings(password_policy=environment(PasswordPolicy), poll_seconds=env.poll_seconds)
     return RotationCoordinator(
         SecretsManagerStore(boto3.client("secretsmanager")),
         StepFunctionsExecutions(boto3.client("stepfunctions"), env.state_machine_arn),
-        CoordinatorSettings(password_policy=policy, poll_seconds=env.poll_seconds),
+        engines(),
+        settings,
     )
 
 

@@ -7,7 +7,13 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
-from rotator_core.ports import PasswordPolicy, SecretMetadata
+from rotator_core.errors import SecretNotFound
+from rotator_core.models import PasswordPolicy
+from rotator_core.ports import SecretMetadata
+
+
+def _not_found(exc: ClientError) -> bool:
+    return bool(exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException")
 
 
 class SecretsManagerStore:
@@ -15,7 +21,12 @@ class SecretsManagerStore:
         self._client = client
 
     def describe(self, secret_id: str) -> SecretMetadata:
-        response = self._client.describe_secret(SecretId=secret_id)
+        try:
+            response = self._client.describe_secret(SecretId=secret_id)
+        except ClientError as exc:
+            if _not_found(exc):
+                raise SecretNotFound(f"secret {secret_id} not found") from None
+            raise
         return SecretMetadata(
             arn=response["ARN"],
             name=response["Name"],
@@ -32,23 +43,16 @@ class SecretsManagerStore:
         try:
             response = self._client.get_secret_value(**request)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                return None
-            raise
+            if not _not_found(exc):
+                raise
+            # The same error code means "no such secret" and "no such version or stage": tell them apart.
+            self.describe(secret_id)
+            return None
         value = response.get("SecretString")
         return None if value is None else SecretStr(value)
 
     def random_password(self, policy: PasswordPolicy) -> SecretStr:
-        response = self._client.get_random_password(
-            PasswordLength=policy.length,
-            ExcludeCharacters=policy.exclude_characters,
-            ExcludeNumbers=policy.exclude_numbers,
-            ExcludePunctuation=policy.exclude_punctuation,
-            ExcludeUppercase=policy.exclude_uppercase,
-            ExcludeLowercase=policy.exclude_lowercase,
-            RequireEachIncludedType=policy.require_each_included_type,
-        )
-        return SecretStr(response["RandomPassword"])
+        return SecretStr(self._client.get_random_password(**policy.request())["RandomPassword"])
 
     def put_pending(
         self, secret_id: str, token: str, secret_string: SecretStr, rotation_token: SecretStr | None

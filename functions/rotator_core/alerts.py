@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from pydantic import SecretStr
 
+from rotator_core.errors import error_class, parse_context
 from rotator_core.models import Alert, EndpointRestore, Failure, RotationStep
 from rotator_core.ports import SecretMetadata
 from rotator_core.redaction import redact
 
-_CONTEXT = re.compile(r"\s*\[(?P<pairs>(?:state|endpoint)=[^\]]*)\]\s*$")
 MAX_MESSAGE = 500
 
 
-def parse_failure(failure: Failure, secrets: Iterable[SecretStr | None]) -> tuple[str, str, str | None, str | None]:
-    """(errorType, message, state, endpoint) from a Catch's Error/Cause. Lambda errors arrive as a JSON Cause."""
+class ParsedFailure(NamedTuple):
+    error_type: str
+    message: str
+    state: str | None
+    endpoint: str | None
+
+
+def parse_failure(failure: Failure, secrets: Iterable[SecretStr | None]) -> ParsedFailure:
+    """A Catch's Error/Cause, read back: Lambda errors arrive as a JSON Cause whose message a rotator error ends with
+    its context suffix. Any other error's message is kept whole (its text is not ours to interpret)."""
     error_type, message = failure.error, failure.cause
     try:
         payload = json.loads(failure.cause)
@@ -26,20 +34,14 @@ def parse_failure(failure: Failure, secrets: Iterable[SecretStr | None]) -> tupl
     if isinstance(payload, dict):
         error_type = str(payload.get("errorType") or error_type)
         message = str(payload.get("errorMessage") or "")  # the stack trace is deliberately dropped
-    state = endpoint = None
-    match = _CONTEXT.search(message)
-    if match:
-        message = message[: match.start()]
-        for pair in match.group("pairs").split(";"):
-            key, _, value = pair.strip().partition("=")
-            if key == "state":
-                state = value
-            elif key == "endpoint":
-                endpoint = value
+    context = parse_context(message) if error_class(error_type) else None
+    if context is not None:
+        message = context.detail
     message = redact(message, secrets).strip() or "(no message)"
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 1] + "…"
-    return error_type, message, state, endpoint
+    state, endpoint = (context.state, context.endpoint) if context else (None, None)
+    return ParsedFailure(error_type, message, state, endpoint)
 
 
 def console_url(execution_arn: str | None) -> str | None:

@@ -10,9 +10,9 @@ import hashlib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from rotator_core.engines import engine_for
+from rotator_core.engines import EngineFamily, EngineRegistry
 from rotator_core.errors import (
     ExecutionStillRunning,
     RotationNotEnabled,
@@ -27,16 +27,12 @@ from rotator_core.models import (
     STAGE_PENDING,
     DatabaseSecret,
     ExecutionInput,
+    PasswordPolicy,
     RotationEvent,
     RotationStep,
     StepOutcome,
 )
-from rotator_core.ports import (
-    ExecutionPort,
-    PasswordPolicy,
-    SecretMetadata,
-    SecretStore,
-)
+from rotator_core.ports import ExecutionPort, SecretMetadata, SecretStore
 from rotator_core.strategies import strategy_for
 
 
@@ -75,12 +71,14 @@ class RotationCoordinator:
         self,
         secrets: SecretStore,
         executions: ExecutionPort,
+        engines: EngineRegistry,
         settings: CoordinatorSettings | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._secrets = secrets
         self._executions = executions
+        self._engines = engines
         self._settings = settings or CoordinatorSettings()
         self._sleep = sleep
         self._clock = clock
@@ -111,20 +109,22 @@ class RotationCoordinator:
             if current_value is None:
                 raise SecretInvalid("the secret has no AWSCURRENT value")
             current = DatabaseSecret.from_secret_string(current_value, label="AWSCURRENT")
-            engine = engine_for(current.engine)
-            strategy_for(current)
+            family = self._engines.family(current.engine)
+            strategy = strategy_for(current)
+            password = self._secrets.random_password(self._password_policy(family))
+            pending = strategy.pending_secret(current, password)
         except (SecretInvalid, UnsupportedEngine):
             # Nothing was written anywhere; release the label Secrets Manager staged so the next rotation can start.
             self._secrets.move_stage(metadata.arn, STAGE_PENDING, to_version=None, from_version=event.token)
             raise
-        policy = self._settings.password_policy
-        if not policy.exclude_characters:
-            policy = replace(policy, exclude_characters=engine.excluded_characters)
-        password = self._secrets.random_password(policy)
-        self._secrets.put_pending(
-            metadata.arn, event.token, current.with_password(password).to_secret_string(), event.rotation_token
-        )
+        self._secrets.put_pending(metadata.arn, event.token, pending.to_secret_string(), event.rotation_token)
         return True
+
+    def _password_policy(self, family: EngineFamily) -> PasswordPolicy:
+        policy = self._settings.password_policy
+        if policy.exclude_characters:
+            return policy
+        return policy.model_copy(update={"exclude_characters": family.excluded_characters})
 
     def _wait(self, execution_arn: str, step: RotationStep, deadline: float) -> None:
         interval = min(0.1, self._settings.poll_seconds)

@@ -1,11 +1,55 @@
-"""Domain errors.
+"""Domain errors, and the context suffix that says where a task's error happened.
 
 The class name of each error is its Step Functions ``errorType``: the state machine's Retry and Catch rules match on
-these names, so renaming one is a change to statemachines/rotation.asl.json too. Messages are built by this code from
-identifiers only (secret ARN, step, endpoint, user name) and never carry a password or token.
+these names, so renaming one is a change to statemachines/rotation.asl.json too. That is why they live in one module
+(grouped by the code that raises them) rather than beside it: the database errors are raised by the adapters in
+``rotator_db`` but caught by the domain and the ASL. Messages are built from identifiers only (secret ARN, step,
+endpoint, user name) and never carry a password or token.
+
+A task's error leaves its Lambda as ``errorType`` + ``errorMessage`` only; the state and endpoint travel as a suffix
+of the message, ``detail [state=…; endpoint=…]``, written by ``format_context`` and read back by ``parse_context``.
+Values are percent-encoded where they could be mistaken for the suffix's own punctuation, so whatever text a detail,
+a state name or an endpoint holds, parsing returns exactly what was formatted (``tests/unit/test_errors.py``).
 """
 
 from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+_CONTEXT_KEYS = ("state", "endpoint")
+_ENCODE = re.compile(r"[%;=\[\]\x00-\x1f\x7f]")
+_DECODE = re.compile(r"%([0-9A-F]{2})")
+
+
+class ErrorContext(NamedTuple):
+    detail: str
+    state: str | None = None
+    endpoint: str | None = None
+
+
+def _encode(value: str) -> str:
+    return _ENCODE.sub(lambda match: f"%{ord(match.group()):02X}", value)
+
+
+def format_context(detail: str, state: str | None, endpoint: str | None) -> str:
+    pairs = [f"{key}={_encode(value)}" for key, value in zip(_CONTEXT_KEYS, (state, endpoint), strict=True) if value]
+    return f"{detail} [{'; '.join(pairs)}]"
+
+
+def parse_context(message: str) -> ErrorContext:
+    """The inverse of ``format_context``; a message without a well-formed suffix is all detail."""
+    start = message.rfind(" [")
+    if start < 0 or not message.endswith("]"):
+        return ErrorContext(message)
+    body = message[start + 2 : -1]
+    found: dict[str, str] = {}
+    for pair in body.split("; ") if body else []:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in _CONTEXT_KEYS or key in found or not value or "[" in value or "=" in value:
+            return ErrorContext(message)
+        found[key] = _DECODE.sub(lambda match: chr(int(match.group(1), 16)), value)
+    return ErrorContext(message[:start], found.get("state"), found.get("endpoint"))
 
 
 class RotatorError(Exception):
@@ -16,20 +60,44 @@ class RotatorError(Exception):
         self.detail = detail
         self.endpoint = endpoint
         self.state = state
+        self._from_task = False
 
     def with_context(self, *, state: str | None = None, endpoint: str | None = None) -> RotatorError:
+        """Mark the error as leaving a task: its message then always ends in a context suffix."""
         self.state = self.state or state
         self.endpoint = self.endpoint or endpoint
+        self._from_task = True
         return self
 
     def __str__(self) -> str:
-        context = [f"{key}={value}" for key, value in (("state", self.state), ("endpoint", self.endpoint)) if value]
-        return f"{self.detail} [{'; '.join(context)}]" if context else self.detail
+        if self._from_task or self.state or self.endpoint:
+            return format_context(self.detail, self.state, self.endpoint)
+        return self.detail
 
 
-# --- input: a malformed event or secret changes nothing ---------------------------------------------------------
+def error_class(name: str) -> type[RotatorError] | None:
+    """The rotator error whose class name is ``name`` (a Lambda ``errorType``), if any."""
+    pending: list[type[RotatorError]] = [RotatorError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
+
+
+# --- configuration: raised by the handlers' wiring ---------------------------------------------------------------
+class ConfigurationError(RotatorError):
+    """The function's environment (set by template.yaml) is missing a variable or has an invalid value."""
+
+
+# --- input: raised while parsing; a malformed event or secret changes nothing ----------------------------------
 class InvalidEvent(RotatorError):
-    """The Lambda event does not have the expected shape."""
+    """The Lambda event (Secrets Manager's, or a task's input) does not have the expected shape."""
+
+
+class SecretNotFound(RotatorError):
+    """The secret id names no secret (a wrong ARN or name)."""
 
 
 class SecretInvalid(RotatorError):
@@ -40,7 +108,7 @@ class UnsupportedEngine(RotatorError):
     """The secret names an engine no adapter handles."""
 
 
-# --- the Secrets Manager entry gate -----------------------------------------------------------------------------
+# --- the Secrets Manager entry gate: raised by the thin function (coordinator) -----------------------------------
 class RotationNotEnabled(RotatorError):
     """DescribeSecret says rotation is not enabled on the secret."""
 
@@ -53,11 +121,20 @@ class TokenNotPending(RotatorError):
     """The token's version is neither AWSCURRENT nor AWSPENDING."""
 
 
+# --- the tasks (rotator_core.tasks, strategies) ------------------------------------------------------------------
 class PendingValueMissing(RotatorError):
     """A step after createSecret found no AWSPENDING value for the token."""
 
 
-# --- database endpoints -----------------------------------------------------------------------------------------
+class ReplicaNotInSync(RotatorError):
+    """A replica does not yet accept the pending password (replication lag). Retried with backoff."""
+
+
+class TopologyMismatch(RotatorError):
+    """An endpoint's role differs from what the secret says (a 'primary' in recovery, a 'replica' that is not)."""
+
+
+# --- database endpoints: raised by the adapters in rotator_db ----------------------------------------------------
 class EndpointUnreachable(RotatorError):
     """TCP connect failed or timed out, or the server is not accepting connections. Retried by the state machine."""
 
@@ -66,23 +143,15 @@ class AuthenticationFailed(RotatorError):
     """The server rejected the credentials."""
 
 
-class ReplicaNotInSync(RotatorError):
-    """A replica does not yet accept the pending password (replication lag). Retried with backoff."""
-
-
 class WriteRefusedOnReplica(RotatorError):
     """The endpoint that should be written to is a replicating replica: writing there would break replication."""
-
-
-class TopologyMismatch(RotatorError):
-    """An endpoint's role differs from what the secret says (a 'primary' in recovery, a 'replica' that is not)."""
 
 
 class DatabaseError(RotatorError):
     """Any other database failure, with a sanitized message."""
 
 
-# --- the thin function's wait on its execution ------------------------------------------------------------------
+# --- the thin function's wait on its execution (coordinator) ------------------------------------------------------
 class RotationStepFailed(RotatorError):
     """The step's execution failed (after its own retries and rollback)."""
 

@@ -10,7 +10,7 @@ import json
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, computed_field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, computed_field, field_validator
 
 from rotator_core.errors import SecretInvalid
 from rotator_core.redaction import parse_model
@@ -34,6 +34,31 @@ class WireModel(BaseModel):
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _knob(name: str, api_name: str) -> dict[str, Any]:
+    return {"validation_alias": AliasChoices(name, api_name), "serialization_alias": api_name}
+
+
+class PasswordPolicy(BaseModel):
+    """GetRandomPassword's request. Read from the environment variables AWS's official rotation functions read
+    (``PASSWORD_LENGTH`` …); dumped by alias, it is the API request itself."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    length: int = Field(default=32, ge=8, le=4096, **_knob("PASSWORD_LENGTH", "PasswordLength"))
+    # Empty: the engine's own set (EngineFamily.excluded_characters).
+    exclude_characters: str = Field(default="", **_knob("EXCLUDE_CHARACTERS", "ExcludeCharacters"))
+    exclude_numbers: bool = Field(default=False, **_knob("EXCLUDE_NUMBERS", "ExcludeNumbers"))
+    exclude_punctuation: bool = Field(default=False, **_knob("EXCLUDE_PUNCTUATION", "ExcludePunctuation"))
+    exclude_uppercase: bool = Field(default=False, **_knob("EXCLUDE_UPPERCASE", "ExcludeUppercase"))
+    exclude_lowercase: bool = Field(default=False, **_knob("EXCLUDE_LOWERCASE", "ExcludeLowercase"))
+    require_each_included_type: bool = Field(
+        default=True, **_knob("REQUIRE_EACH_INCLUDED_TYPE", "RequireEachIncludedType")
+    )
+
+    def request(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True)
 
 
 class RotationEvent(BaseModel):

@@ -1,15 +1,23 @@
-"""The interfaces the domain needs from the outside world. AWS adapters live in rotator_aws; tests use fakes."""
+"""The interfaces the domain needs from the outside world: secrets, executions and databases.
+
+Adapters implement them at the edge: ``rotator_aws`` (boto3: Secrets Manager, Step Functions) and ``rotator_db``
+(database drivers). Tests use the in-memory fakes in ``tests/fakes.py`` or the adapters against real servers.
+"""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
+from rotator_core.models import Endpoint, PasswordPolicy, SslPolicy
+
 ExecutionStatus = Literal["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE"]
 
 
+# --- Secrets Manager --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SecretMetadata:
     arn: str
@@ -21,24 +29,13 @@ class SecretMetadata:
         return next((version for version, stages in self.versions.items() if stage in stages), None)
 
 
-@dataclass(frozen=True)
-class PasswordPolicy:
-    """GetRandomPassword's knobs, read from the same variables as AWS's official rotation functions."""
-
-    length: int = 32
-    exclude_characters: str = ""
-    exclude_numbers: bool = False
-    exclude_punctuation: bool = False
-    exclude_uppercase: bool = False
-    exclude_lowercase: bool = False
-    require_each_included_type: bool = True
-
-
 class SecretStore(Protocol):
-    def describe(self, secret_id: str) -> SecretMetadata: ...
+    def describe(self, secret_id: str) -> SecretMetadata:
+        """Raises SecretNotFound when there is no such secret."""
 
     def get_value(self, secret_id: str, *, version_id: str | None = None, stage: str | None = None) -> SecretStr | None:
-        """The version's SecretString, or None when that version has no value (or does not exist)."""
+        """The version's SecretString, or None when that version or stage has no value. Raises SecretNotFound when
+        the secret itself does not exist."""
 
     def random_password(self, policy: PasswordPolicy) -> SecretStr: ...
 
@@ -50,6 +47,7 @@ class SecretStore(Protocol):
         """Attach ``stage`` to ``to_version`` and/or detach it from ``from_version``."""
 
 
+# --- Step Functions ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ExecutionState:
     arn: str
@@ -64,3 +62,58 @@ class ExecutionPort(Protocol):
         """Start (or find, for the same name and input) the execution and return its ARN."""
 
     def describe(self, execution_arn: str) -> ExecutionState: ...
+
+
+# --- databases --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Account:
+    """A database account. PostgreSQL roles are a name; MySQL accounts are ``'user'@'host'``."""
+
+    username: str
+    host: str | None = None
+
+    def __str__(self) -> str:
+        return self.username if self.host is None else f"{self.username}@{self.host}"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a login presents: the user name and its password."""
+
+    username: str
+    password: SecretStr
+
+
+@dataclass(frozen=True)
+class ConnectionTarget:
+    endpoint: Endpoint
+    dbname: str | None
+    ssl: SslPolicy
+    connect_timeout: float = 5.0
+
+
+class DatabaseSession(Protocol):
+    """One logged-in connection. Every method raises only domain errors (``rotator_core.errors``), never a driver's."""
+
+    def is_replica(self) -> bool:
+        """True when the server replicates from another (a write there would be refused or break replication)."""
+
+    def run_test_query(self) -> None: ...
+
+    def current_account(self) -> Account:
+        """The account this session logged in as (on MySQL, the ``user@host`` the server matched)."""
+
+    def set_password(self, account: Account, password: SecretStr) -> None:
+        """Change ``account``'s password, sending the server a pre-hashed verifier where the engine allows it."""
+
+    def account_exists(self, account: Account) -> bool: ...
+
+    def create_account_like(self, account: Account, password: SecretStr, template: Account) -> None:
+        """Create ``account`` with ``password`` and the privileges of ``template`` (alternating users' clone)."""
+
+
+class DatabaseEngine(Protocol):
+    """A driver adapter: logs in to one endpoint."""
+
+    def session(self, target: ConnectionTarget, credentials: Credentials) -> AbstractContextManager[DatabaseSession]:
+        """Log in. Raises AuthenticationFailed, EndpointUnreachable or DatabaseError, never a driver error."""

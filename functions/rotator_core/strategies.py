@@ -1,11 +1,15 @@
-"""How the new password reaches the database. Single user today; alternating users plugs in beside it."""
+"""How a rotation changes credentials: what the AWSPENDING version holds, how it reaches the database, and how a failed
+rotation is undone. Single user today; alternating users is one more class and one registry line.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from rotator_core.engines import ConnectionTarget, Credentials, DatabaseEngine
+from pydantic import SecretStr
+
 from rotator_core.errors import (
     AuthenticationFailed,
     EndpointUnreachable,
@@ -14,26 +18,38 @@ from rotator_core.errors import (
     WriteRefusedOnReplica,
 )
 from rotator_core.models import (
+    STAGE_CURRENT,
+    STAGE_PENDING,
+    STAGE_PREVIOUS,
     DatabaseSecret,
     EndpointRestore,
     SetPasswordReport,
     TopologyEndpoint,
 )
+from rotator_core.ports import ConnectionTarget, Credentials, DatabaseEngine, DatabaseSession
 
 
 @dataclass(frozen=True)
 class SecretVersions:
+    """The versions a step works with. ``master`` is the secret named by ``masterarn`` (alternating users)."""
+
     current: DatabaseSecret
     pending: DatabaseSecret | None = None
     previous: DatabaseSecret | None = None
+    master: DatabaseSecret | None = None
 
 
 def credentials(secret: DatabaseSecret) -> Credentials:
+    """A version logs in as its own user with its own password."""
     return Credentials(secret.username, secret.password)
 
 
 class RotationStrategy(Protocol):
     name: str
+
+    def pending_secret(self, current: DatabaseSecret, password: SecretStr) -> DatabaseSecret:
+        """The AWSPENDING value: the current one with the new password (and, for alternating users, the other user).
+        Raises SecretInvalid when the current value cannot be rotated this way."""
 
     def set_on_primary(
         self, engine: DatabaseEngine, target: ConnectionTarget, versions: SecretVersions
@@ -49,31 +65,34 @@ class SingleUserStrategy:
 
     name = "single-user"
 
+    def pending_secret(self, current: DatabaseSecret, password: SecretStr) -> DatabaseSecret:
+        return current.with_password(password)
+
     def set_on_primary(
         self, engine: DatabaseEngine, target: ConnectionTarget, versions: SecretVersions
     ) -> SetPasswordReport:
         pending = versions.pending
-        assert pending is not None, "setSecret always has a pending version"
+        if pending is None:
+            raise SecretInvalid("setSecret has no AWSPENDING value to set")
         if pending.username != versions.current.username:
             raise SecretInvalid("single-user rotation cannot change the user name between versions")
-        candidates = [("AWSCURRENT", versions.current), ("AWSPENDING", pending), ("AWSPREVIOUS", versions.previous)]
-        for label, secret in candidates:
+        address = target.endpoint.address
+        # AWSCURRENT first (the normal path); AWSPENDING means a retry finds the change made; AWSPREVIOUS covers a
+        # password restored by hand after a half-finished rotation. Only a login that is not the pending one writes.
+        attempts = ((STAGE_CURRENT, versions.current), (STAGE_PENDING, pending), (STAGE_PREVIOUS, versions.previous))
+        for label, secret in attempts:
             if secret is None:
                 continue
             try:
                 with engine.session(target, credentials(secret)) as session:
-                    if label == "AWSPENDING":
-                        return SetPasswordReport(endpoint=target.endpoint.address, changed=False, logged_in_with=label)
-                    if session.is_replica():
-                        raise WriteRefusedOnReplica(
-                            "refusing to change a password on a replicating replica", endpoint=target.endpoint.address
-                        )
-                    session.set_password(pending.username, pending.password)
-                    return SetPasswordReport(endpoint=target.endpoint.address, changed=True, logged_in_with=label)
+                    changed = label != STAGE_PENDING
+                    if changed:
+                        _write_password(session, address, pending.password)
+                    return SetPasswordReport(endpoint=address, changed=changed, logged_in_with=label)
             except AuthenticationFailed:
                 continue
         raise AuthenticationFailed(
-            "none of AWSCURRENT, AWSPENDING or AWSPREVIOUS logs in on the primary", endpoint=target.endpoint.address
+            "none of AWSCURRENT, AWSPENDING or AWSPREVIOUS logs in on the primary", endpoint=address
         )
 
     def restore_primary(
@@ -94,7 +113,7 @@ class SingleUserStrategy:
             )
         try:
             with engine.session(target, credentials(versions.pending)) as session:
-                session.set_password(versions.current.username, versions.current.password)
+                session.set_password(session.current_account(), versions.current.password)
         except AuthenticationFailed:
             return EndpointRestore(
                 endpoint=address,
@@ -107,12 +126,31 @@ class SingleUserStrategy:
         return EndpointRestore(endpoint=address, role=endpoint.role, outcome="restored")
 
 
+def _write_password(session: DatabaseSession, address: str, password: SecretStr) -> None:
+    """The logged-in user's own password, never on a replicating replica (the change would break replication)."""
+    if session.is_replica():
+        raise WriteRefusedOnReplica("refusing to change a password on a replicating replica", endpoint=address)
+    session.set_password(session.current_account(), password)
+
+
 def _not_restored(address: str, endpoint: TopologyEndpoint, exc: RotatorError) -> EndpointRestore:
     outcome = "unreachable" if isinstance(exc, EndpointUnreachable) else "cannot_restore"
     return EndpointRestore(endpoint=address, role=endpoint.role, outcome=outcome, detail=exc.detail)
 
 
+# A secret naming ``masterarn`` is rotated with alternating users, as by AWS's multi-user functions.
+STRATEGIES: dict[str, Callable[[], RotationStrategy]] = {
+    SingleUserStrategy.name: SingleUserStrategy,
+}
+
+
+def strategy_name(secret: DatabaseSecret) -> str:
+    return "alternating-users" if secret.masterarn else SingleUserStrategy.name
+
+
 def strategy_for(secret: DatabaseSecret) -> RotationStrategy:
-    if secret.masterarn:
-        raise SecretInvalid("the secret names 'masterarn' (alternating users), which this version does not rotate yet")
-    return SingleUserStrategy()
+    name = strategy_name(secret)
+    factory = STRATEGIES.get(name)
+    if factory is None:
+        raise SecretInvalid(f"the secret names 'masterarn' ({name}), which this version does not rotate yet")
+    return factory()

@@ -1,4 +1,4 @@
-"""What each state machine task does. Plain Python over the SecretStore port and the engine adapters."""
+"""What each state machine task does. Plain Python over the SecretStore port and the engine registry."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rotator_core.alerts import build_alert, summarize
-from rotator_core.engines import ConnectionTarget, DatabaseEngine, engine_for
+from rotator_core.engines import EngineRegistry
 from rotator_core.errors import (
     AuthenticationFailed,
     EndpointUnreachable,
+    InvalidEvent,
     PendingValueMissing,
     ReplicaNotInSync,
     RotatorError,
@@ -35,8 +36,9 @@ from rotator_core.models import (
     Topology,
     TopologyEndpoint,
 )
-from rotator_core.ports import SecretStore
+from rotator_core.ports import ConnectionTarget, SecretStore
 from rotator_core.strategies import SecretVersions, credentials, strategy_for
+from rotator_core.topology import topology_of
 
 
 @dataclass(frozen=True)
@@ -47,23 +49,12 @@ class TaskSettings:
     replica_poll_interval: float = 0.2
 
 
-def topology_of(secret: DatabaseSecret, engine: DatabaseEngine) -> Topology:
-    primary = TopologyEndpoint(host=secret.host, port=secret.port or engine.default_port, role="primary")
-    replicas = [TopologyEndpoint(host=r.host, port=r.port, role="replica") for r in secret.replicas]
-    seen = {primary.address}
-    for replica in replicas:
-        if replica.address in seen:
-            raise SecretInvalid(f"endpoint {replica.address} is listed twice")
-        seen.add(replica.address)
-    return Topology(engine=engine.name, primary=primary, replicas=replicas)
-
-
 class RotationTasks:
     def __init__(
         self,
         secrets: SecretStore,
+        engines: EngineRegistry,
         settings: TaskSettings | None = None,
-        engines: Callable[[str], DatabaseEngine] = engine_for,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._secrets = secrets
@@ -103,22 +94,23 @@ class RotationTasks:
     @staticmethod
     def _endpoint(task: TaskInput) -> TopologyEndpoint:
         if task.endpoint is None:
-            raise SecretInvalid("the task input names no endpoint")
+            raise InvalidEvent("the task input names no endpoint")
         return task.endpoint
 
     # --- tasks --------------------------------------------------------------------------------------------------
     def resolve_endpoints(self, task: TaskInput) -> Topology:
         """The endpoints of the version being rotated (pending, or current before createSecret has run)."""
         secret = self._load(task.secret_id, stage=STAGE_PENDING, version_id=task.token) or self._current(task)
-        engine = self._engines(secret.engine)
+        family = self._engines.family(secret.engine)
         strategy_for(secret)  # reject unsupported strategies before anything touches a database
-        return topology_of(secret, engine)
+        return topology_of(secret, family)
 
     def check_current(self, task: TaskInput) -> EndpointReport:
         """Preflight: AWSCURRENT logs in, and the endpoint's role is what the secret says."""
         endpoint = self._endpoint(task)
         current = self._current(task)
-        with self._engines(current.engine).session(self._target(current, endpoint), credentials(current)) as session:
+        engine = self._engines.engine(current.engine)
+        with engine.session(self._target(current, endpoint), credentials(current)) as session:
             session.run_test_query()
             is_replica = session.is_replica()
         if endpoint.role == "primary" and is_replica:
@@ -132,13 +124,14 @@ class RotationTasks:
     def set_password(self, task: TaskInput) -> SetPasswordReport:
         endpoint = self._endpoint(task)
         versions = self._versions(task, with_previous=True)
-        assert versions.pending is not None
-        engine = self._engines(versions.pending.engine)
-        return strategy_for(versions.pending).set_on_primary(engine, self._target(versions.pending, endpoint), versions)
+        pending = versions.pending
+        assert pending is not None, "_versions always loads the pending version"
+        engine = self._engines.engine(pending.engine)
+        return strategy_for(pending).set_on_primary(engine, self._target(pending, endpoint), versions)
 
     def _poll_login(self, secret: DatabaseSecret, endpoint: TopologyEndpoint) -> int:
         """Log in with ``secret`` until it works; replicas get a few quick polls to absorb replication lag."""
-        engine = self._engines(secret.engine)
+        engine = self._engines.engine(secret.engine)
         polls = self._settings.replica_polls if endpoint.role == "replica" else 1
         for attempt in range(1, polls + 1):
             try:
@@ -154,17 +147,16 @@ class RotationTasks:
             f"the replica does not accept the new password yet ({polls} attempts)", endpoint=endpoint.address
         )
 
-    def await_replica(self, task: TaskInput) -> EndpointReport:
+    def verify_pending_login(self, task: TaskInput) -> EndpointReport:
+        """AWSPENDING logs in and runs a test query; a replica gets quick polls for replication lag first."""
         endpoint = self._endpoint(task)
         attempts = self._poll_login(self._pending(task), endpoint)
-        return EndpointReport(endpoint=endpoint.address, role=endpoint.role, result="in sync", attempts=attempts)
+        result = "in sync" if task.step is RotationStep.SET else "new password works"
+        return EndpointReport(endpoint=endpoint.address, role=endpoint.role, result=result, attempts=attempts)
 
-    def test_endpoint(self, task: TaskInput) -> EndpointReport:
-        endpoint = self._endpoint(task)
-        attempts = self._poll_login(self._pending(task), endpoint)
-        return EndpointReport(
-            endpoint=endpoint.address, role=endpoint.role, result="new password works", attempts=attempts
-        )
+    # Two states' tasks, one check: after setSecret a replica is "in sync"; testSecret and finishSecret test.
+    await_replica = verify_pending_login
+    test_endpoint = verify_pending_login
 
     def promote(self, task: TaskInput) -> PromoteReport:
         metadata = self._secrets.describe(task.secret_id)
@@ -201,8 +193,8 @@ class RotationTasks:
         try:
             current = self._current(task)
             pending = self._load(task.secret_id, stage=STAGE_PENDING, version_id=task.token)
-            engine = self._engines(current.engine)
-            topology = topology_of(current, engine)
+            engine = self._engines.engine(current.engine)
+            topology = topology_of(current, self._engines.family(current.engine))
             versions = SecretVersions(current=current, pending=pending)
             primary = strategy_for(current).restore_primary(
                 engine, self._target(current, topology.primary), topology.primary, versions

@@ -111,7 +111,7 @@ def test_replay_sends_sample_events_and_reports_errors_clearly(local_stack: tupl
     result = rotator(
         home, "replay", str(ROOT / "events/rotation/create_secret.json"), "--secret-id", "rotator/none", check=False
     )
-    assert result.returncode == 1 and "ResourceNotFoundException" in result.stdout
+    assert result.returncode == 1 and "SecretNotFound" in result.stdout and "rotator/none not found" in result.stdout
     # A task event goes to the function named after the file, and returns its small summary
     status = json.loads(rotator(home, "local", "status", "--json").stdout)
     secrets = client("secretsmanager", status)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from handlers.common import engines
 from rotator.local.aws_stack import LocalAwsStack
 from rotator.timeline import build_rows, render
-from rotator_core import engines
 from rotator_core.tasks import RotationTasks
 from tests.conftest import OLD_PASSWORD, alerts_for, app_secret, stages_of
 from tests.fakes import FakeEngine, FakeServer
@@ -24,12 +25,12 @@ PRIMARY, REPLICA_1, REPLICA_2 = "10.0.0.1:5432", "10.0.0.2:5432", "10.0.0.3:5432
 
 
 @pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeServer]:
+def cluster(aws_stack: LocalAwsStack) -> Iterator[dict[str, FakeServer]]:
+    """The handlers' PostgreSQL family served from memory, through the wiring's own registry."""
     primary = FakeServer(users={"app": OLD_PASSWORD})
     servers = {PRIMARY: primary, REPLICA_1: FakeServer(replica_of=primary), REPLICA_2: FakeServer(replica_of=primary)}
-    engine = FakeEngine(servers)
-    monkeypatch.setitem(engines._ENGINES, "postgres", lambda: engine)
-    return servers
+    with engines().replaced("postgres", FakeEngine(servers)):
+        yield servers
 
 
 @pytest.fixture

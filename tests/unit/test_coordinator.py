@@ -15,10 +15,10 @@ from rotator_core.errors import (
     TokenNotPending,
     UnsupportedEngine,
 )
-from rotator_core.models import RotationEvent, RotationStep
-from rotator_core.ports import ExecutionState, PasswordPolicy
+from rotator_core.models import PasswordPolicy, RotationEvent, RotationStep
+from rotator_core.ports import ExecutionState
 from tests.conftest import OLD_PASSWORD, TOKEN, app_secret
-from tests.fakes import FakeExecutions, InMemorySecretStore
+from tests.fakes import FakeEngine, FakeExecutions, InMemorySecretStore, fake_engines
 
 
 def event(step: str, token: str = TOKEN, rotation_token: str | None = None) -> RotationEvent:
@@ -29,7 +29,13 @@ def event(step: str, token: str = TOKEN, rotation_token: str | None = None) -> R
 
 
 def coordinator(store: InMemorySecretStore, executions: FakeExecutions, **settings: object) -> RotationCoordinator:
-    return RotationCoordinator(store, executions, CoordinatorSettings(**settings), sleep=lambda _: None)  # type: ignore[arg-type]
+    return RotationCoordinator(
+        store,
+        executions,
+        fake_engines(FakeEngine({})),
+        CoordinatorSettings(**settings),  # type: ignore[arg-type]
+        sleep=lambda _: None,
+    )
 
 
 def test_create_secret_stages_a_new_password_and_starts_an_execution_with_identifiers_only(
@@ -146,6 +152,7 @@ def test_execution_outliving_the_budget_fails_the_step_so_a_retry_resumes_it(sto
     subject = RotationCoordinator(
         store,
         executions,
+        fake_engines(FakeEngine({})),
         CoordinatorSettings(poll_seconds=1.0, safety_margin_seconds=10),
         sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
         clock=lambda: now[0],

@@ -8,15 +8,15 @@ from rotator_core.alerts import parse_failure
 from rotator_core.errors import (
     AuthenticationFailed,
     EndpointUnreachable,
+    InvalidEvent,
     PendingValueMissing,
     ReplicaNotInSync,
     TopologyMismatch,
-    UnsupportedEngine,
 )
 from rotator_core.models import Failure, RollbackInput, TaskInput, TopologyEndpoint
 from rotator_core.tasks import RotationTasks, TaskSettings
 from tests.conftest import OLD_PASSWORD, TOKEN, app_secret
-from tests.fakes import FakeEngine, FakeServer, InMemorySecretStore
+from tests.fakes import FakeEngine, FakeServer, InMemorySecretStore, fake_engines
 
 NEW_PASSWORD = "new-Password-abcdef"
 PRIMARY = TopologyEndpoint(host="10.0.0.1", port=5432, role="primary")
@@ -37,16 +37,12 @@ def cluster() -> dict[str, FakeServer]:
 @pytest.fixture
 def tasks(store: InMemorySecretStore, cluster: dict[str, FakeServer]) -> RotationTasks:
     store.stage_pending("rotator/app", TOKEN, value=json.dumps(app_secret(password=NEW_PASSWORD)))
-    engine = FakeEngine(cluster)
-
-    def engines(name: str) -> FakeEngine:
-        if name != "postgres":
-            raise UnsupportedEngine(name)
-        return engine
-
     return RotationTasks(
-        store, TaskSettings(replica_polls=3, replica_poll_interval=0), engines=engines, sleep=lambda _: None
-    )  # type: ignore[arg-type]
+        store,
+        fake_engines(FakeEngine(cluster)),
+        TaskSettings(replica_polls=3, replica_poll_interval=0),
+        sleep=lambda _: None,
+    )
 
 
 def task(step: str = "setSecret", endpoint: TopologyEndpoint | None = None) -> TaskInput:
@@ -69,6 +65,12 @@ def test_check_current_passes_on_a_healthy_cluster_and_catches_role_mismatch(
     cluster[REPLICA.address].users = {"app": OLD_PASSWORD}
     with pytest.raises(TopologyMismatch):
         tasks.check_current(task("createSecret", REPLICA))
+
+
+@pytest.mark.parametrize("name", ["check_current", "set_password", "await_replica", "test_endpoint"])
+def test_an_endpoint_task_without_an_endpoint_is_an_invalid_event(tasks: RotationTasks, name: str) -> None:
+    with pytest.raises(InvalidEvent, match="names no endpoint"):
+        getattr(tasks, name)(task())
 
 
 def test_set_password_changes_the_primary_once(tasks: RotationTasks, cluster: dict[str, FakeServer]) -> None:
@@ -209,5 +211,6 @@ def test_rollback_when_someone_else_changed_the_password_says_so(
 
 
 def test_parse_failure_handles_non_lambda_errors() -> None:
-    error, message, state, endpoint = parse_failure(Failure(Error="States.Timeout", Cause="timed out"), [])
-    assert (error, message, state, endpoint) == ("States.Timeout", "timed out", None, None)
+    error, message, state, endpoint = parse_failure(Failure(Error="States.Timeout", Cause="timed out [state=x]"), [])
+    # Its text is not ours: nothing is read into it, not even what looks like a context suffix
+    assert (error, message, state, endpoint) == ("States.Timeout", "timed out [state=x]", None, None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,7 +10,6 @@ import psycopg
 from psycopg import sql
 from pydantic import SecretStr
 
-from rotator_core.engines.base import ConnectionTarget, Credentials
 from rotator_core.errors import (
     AuthenticationFailed,
     DatabaseError,
@@ -19,6 +17,7 @@ from rotator_core.errors import (
     RotatorError,
     WriteRefusedOnReplica,
 )
+from rotator_core.ports import Account, ConnectionTarget, Credentials
 from rotator_core.redaction import redact
 
 _UNREACHABLE_MARKERS = (
@@ -64,45 +63,64 @@ class PostgresSession:
         self._target = target
         self._credentials = credentials
 
-    def _scalar(self, query: str) -> Any:
+    def _execute(self, statement: sql.Composed | str, params: tuple[Any, ...] = ()) -> Any:
         try:
-            row = self._connection.execute(query).fetchone()
+            cursor = self._connection.execute(statement, params)
+            row = cursor.fetchone() if cursor.description is not None else None
         except psycopg.Error as exc:
             raise _classify(exc, self._target, self._credentials) from None
         return row[0] if row else None
 
     def is_replica(self) -> bool:
-        return bool(self._scalar("SELECT pg_is_in_recovery()"))
+        return bool(self._execute("SELECT pg_is_in_recovery()"))
 
     def run_test_query(self) -> None:
-        self._scalar("SELECT now()")
+        self._execute("SELECT now()")
 
-    def set_password(self, username: str, password: SecretStr) -> None:
+    def current_account(self) -> Account:
+        return Account(str(self._execute("SELECT current_user")))
+
+    def _verifier(self, account: Account, password: SecretStr) -> sql.Literal:
+        """A SCRAM verifier computed by libpq (algorithm from the server's password_encryption): the plaintext never
+        reaches the server, its logs or its WAL."""
         try:
-            # A SCRAM verifier computed by libpq (algorithm from the server's password_encryption): the plaintext never
-            # reaches the server, its logs or its WAL.
             verifier = self._connection.pgconn.encrypt_password(
-                password.get_secret_value().encode(), username.encode(), None
+                password.get_secret_value().encode(), account.username.encode(), None
             )
-            statement = sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
-                sql.Identifier(username), sql.Literal(verifier.decode())
-            )
-            self._connection.execute(statement)
         except psycopg.Error as exc:
             raise _classify(exc, self._target, self._credentials) from None
+        return sql.Literal(verifier.decode())
+
+    def set_password(self, account: Account, password: SecretStr) -> None:
+        statement = sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
+            sql.Identifier(account.username), self._verifier(account, password)
+        )
+        self._execute(statement)
+
+    def account_exists(self, account: Account) -> bool:
+        return bool(self._execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (account.username,)))
+
+    def create_account_like(self, account: Account, password: SecretStr, template: Account) -> None:
+        """``CREATE ROLE … LOGIN`` and membership in the template role, as AWS's multi-user function does."""
+        self._execute(
+            sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {}").format(
+                sql.Identifier(account.username), self._verifier(account, password)
+            )
+        )
+        grant = sql.SQL("GRANT {} TO {}").format(sql.Identifier(template.username), sql.Identifier(account.username))
+        self._execute(grant)
 
 
 class PostgresEngine:
-    name = "postgres"
-    default_port = 5432
     default_dbname = "postgres"
-    # AWS's PostgreSQL template excludes these: they break connection strings and shell quoting in clients.
-    excluded_characters = "/@\"'\\"
+
+    def __init__(self, *, ssl_root_cert: str = "system") -> None:
+        self._ssl_root_cert = ssl_root_cert  # a CA bundle path, or libpq's "system" store
 
     def _connect(self, target: ConnectionTarget, credentials: Credentials, tls: bool) -> psycopg.Connection[Any]:
         options: dict[str, Any] = {"sslmode": "disable"}
         if tls:
-            options = {"sslmode": "verify-full", "sslrootcert": os.environ.get("DB_SSL_ROOT_CERT", "system")}
+            options = {"sslmode": "verify-full", "sslrootcert": self._ssl_root_cert}
         return psycopg.connect(
             host=target.endpoint.host,
             port=target.endpoint.port,
