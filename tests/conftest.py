@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def aws_stack() -> Iterator[LocalAwsStack]:
     """One in-process stack per test session: moto's ASL interpreter runs statemachines/rotation.asl.json and invokes
     the real handlers. Retry sleeps are shortened (fast_retries); production intervals are untouched."""
+    # The handlers read their environment (Powertools' service name, log stream) when first imported: a module
+    # imported by a unit test at collection must be imported again under the stack's environment.
+    for name in [name for name in sys.modules if name == "handlers" or name.startswith("handlers.")]:
+        del sys.modules[name]
     with LocalAwsStack(ROOT / "template.yaml", fast_retries=True) as stack:
         yield stack
 

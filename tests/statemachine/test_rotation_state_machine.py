@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from handlers.common import engines
 from rotator.local.aws_stack import LocalAwsStack
 from rotator.timeline import build_rows, render
 from rotator_core.tasks import RotationTasks
@@ -27,6 +26,9 @@ PRIMARY, REPLICA_1, REPLICA_2 = "10.0.0.1:5432", "10.0.0.2:5432", "10.0.0.3:5432
 @pytest.fixture
 def cluster(aws_stack: LocalAwsStack) -> Iterator[dict[str, FakeServer]]:
     """The handlers' PostgreSQL family served from memory, through the wiring's own registry."""
+    # Imported here, not at collection: Powertools binds its log stream when the handlers' module is first imported.
+    from handlers.common import engines
+
     primary = FakeServer(users={"app": OLD_PASSWORD})
     servers = {PRIMARY: primary, REPLICA_1: FakeServer(replica_of=primary), REPLICA_2: FakeServer(replica_of=primary)}
     with engines().replaced("postgres", FakeEngine(servers)):
