@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Offline checks of the SAM application:
+# Offline checks of the SAM application (`make sam-check`):
 #   1. sam validate --lint          (SAM transform + cfn-lint; no AWS credentials needed)
 #   2. sam build                    (python3.13 / arm64, uncached, into a throw-away build dir; no Docker)
 #   3. asl-validator on the ASL     (if npx exists; catches bad Next/Default targets that sam validate misses)
+# `scripts/sam-check.sh build` (`make build`) runs step 2 only, into .aws-sam/ where `sam deploy` looks for it.
 # Run from anywhere; it works on the repository root. Exits non-zero on the first failure.
-# Env: SAM (default .venv-sam/bin/sam), KEEP_BUILD_DIR=1 keeps the temporary build dir, SKIP_ASL=1 skips step 3.
+# Env: SAM (default .venv-sam/bin/sam), KEEP_BUILD_DIR=1 keeps the temporary build dir, SKIP_ASL=1 skips step 3,
+#      SAM_BUILD_CACHED=0 makes the `build` mode rebuild the layer even when its lock did not change.
 set -euo pipefail
+
+MODE=${1:-check}
+case "$MODE" in check | build) ;; *) echo "usage: $0 [check|build]" >&2; exit 2 ;; esac
+ASL_VALIDATOR=asl-validator@4.0.0  # pinned: `npm view asl-validator version`; bump deliberately
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -27,20 +33,31 @@ export SAM_CLI_TELEMETRY=0
 export AWS_EC2_METADATA_DISABLED=true
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-${AWS_REGION:-us-east-1}}
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/rotator-sam-check.XXXXXX")
-cleanup() {
-    if [ "${KEEP_BUILD_DIR:-0}" = 1 ]; then echo "sam-check: kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
+if [ "$MODE" = build ]; then
+    BUILD_DIR=$ROOT/.aws-sam/build
+    CACHE_DIR=$ROOT/.aws-sam/cache
+    CACHED=$([ "${SAM_BUILD_CACHED:-1}" = 1 ] && echo --cached || echo --no-cached)
+else
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/rotator-sam-check.XXXXXX")
+    cleanup() {
+        if [ "${KEEP_BUILD_DIR:-0}" = 1 ]; then echo "sam-check: kept $TMP"; else rm -rf "$TMP"; fi
+    }
+    trap cleanup EXIT
+    BUILD_DIR=$TMP/build
+    CACHE_DIR=$TMP/cache
+    CACHED=--no-cached
+fi
 
 # --- 1. validate -------------------------------------------------------------------------------------------------
-step "sam validate --lint"
-t0=$(now)
-"$SAM" validate --lint --template-file "$TEMPLATE" || die "sam validate --lint failed"
-echo "validate: $(elapsed "$t0") s"
+if [ "$MODE" = check ]; then
+    step "sam validate --lint"
+    t0=$(now)
+    "$SAM" validate --lint --template-file "$TEMPLATE" || die "sam validate --lint failed"
+    echo "validate: $(elapsed "$t0") s"
+fi
 
 # --- 2. build ----------------------------------------------------------------------------------------------------
-step "sam build (python3.13, arm64)"
+step "sam build (python3.13, arm64) into $BUILD_DIR"
 # sam build (no container) needs a python3.13 interpreter on PATH. On machines with pyenv, its shims only resolve
 # python3.13 when that version is selected: select 3.11/3.12/3.13 together unless the caller chose already.
 if command -v pyenv >/dev/null 2>&1; then
@@ -56,14 +73,26 @@ echo "using python3.13 $py313_version ($(command -v python3.13))"
 t0=$(now)
 "$SAM" build \
     --template-file "$TEMPLATE" \
-    --build-dir "$TMP/build" \
-    --cache-dir "$TMP/cache" \
+    --build-dir "$BUILD_DIR" \
+    --cache-dir "$CACHE_DIR" \
     --parallel \
-    --no-cached \
+    "$CACHED" \
     || die "sam build failed"
 build_s=$(elapsed "$t0")
-[ -f "$TMP/build/template.yaml" ] || die "sam build produced no $TMP/build/template.yaml"
-echo "build: ${build_s} s ($(du -sh "$TMP/build" | cut -f1) in $TMP/build)"
+[ -f "$BUILD_DIR/template.yaml" ] || die "sam build produced no $BUILD_DIR/template.yaml"
+echo "build: ${build_s} s ($(du -sh "$BUILD_DIR" | cut -f1) in $BUILD_DIR)"
+# Each function's package is the project's code only; the dependencies layer is the one large artefact.
+du -sh "$BUILD_DIR"/*/ | sed -e "s|$BUILD_DIR/||" -e 's|/$||' -e 's/^/  /'
+ls -d "$BUILD_DIR"/DependenciesLayer*/python/boto3 >/dev/null 2>&1 || die "the dependencies layer has no python/boto3"
+for fn in "$BUILD_DIR"/*Function; do
+    [ ! -e "$fn/boto3" ] || die "$(basename "$fn") bundles boto3: functions/ must not hold a requirements.txt"
+done
+
+if [ "$MODE" = build ]; then
+    echo
+    echo "sam-check: built into $BUILD_DIR; deploy with '$SAM deploy' (--guided the first time)"
+    exit 0
+fi
 
 # --- 3. ASL structure ----------------------------------------------------------------------------------------------
 step "asl-validator $ASL"
@@ -73,20 +102,21 @@ elif ! command -v npx >/dev/null 2>&1; then
     echo "npx not found: skipping asl-validator (install Node.js to check Next/Default targets)"
 else
     t0=$(now)
-    if npx --yes asl-validator --json-path "$ASL"; then
+    if npx --yes "$ASL_VALIDATOR" --json-path "$ASL"; then
         :
     elif grep -q '\${' "$ASL"; then
         # The definition carries ${...} DefinitionSubstitutions; check a copy with dummy values in their place, so
         # only genuine structural errors fail.
         echo "retrying on a copy with DefinitionSubstitutions replaced by dummy ARNs"
         sed -E \
+            -e 's/\$\{SnsPublish\}/arn:aws:states:::sns:publish/g' \
             -e 's/\$\{([A-Za-z0-9_]*FunctionArn)\}/arn:aws:lambda:us-east-1:123456789012:function:\1/g' \
             -e 's/\$\{([A-Za-z0-9_]*TopicArn)\}/arn:aws:sns:us-east-1:123456789012:\1/g' \
             -e 's/\$\{([A-Za-z0-9_]*StateMachineArn)\}/arn:aws:states:us-east-1:123456789012:stateMachine:\1/g' \
             -e 's/\$\{([A-Za-z0-9_]*Arn)\}/arn:aws:iam::123456789012:role\/\1/g' \
             -e 's/\$\{([A-Za-z0-9_]+)\}/\1/g' \
             "$ASL" >"$TMP/rotation.asl.json"
-        npx --yes asl-validator --json-path "$TMP/rotation.asl.json" || die "asl-validator: $ASL is invalid"
+        npx --yes "$ASL_VALIDATOR" --json-path "$TMP/rotation.asl.json" || die "asl-validator: $ASL is invalid"
     else
         die "asl-validator: $ASL is invalid"
     fi
