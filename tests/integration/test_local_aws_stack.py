@@ -443,7 +443,6 @@ def test_real_template_yaml_maps_to_the_spec() -> None:
     assert rotation_env["POWERTOOLS_LOG_LEVEL"] == "INFO"
     assert rotation_env["PASSWORD_LENGTH"] == "32"
     assert rotation_env["EXCLUDE_CHARACTERS"] == ""
-    assert template.functions["RollbackFunction"].environment["ALERT_TOPIC_ARN"] == template.topic_arn
     # And every DefinitionSubstitution was applied (no ${...} left in the ASL)
     assert template.definition is not None
     assert "${" not in template.definition
