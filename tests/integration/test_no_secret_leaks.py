@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from rotator.local.aws_stack import LocalAwsStack
-from rotator.local.postgres_rig import PgCluster, start_node, stop_node
+from rotator.local.rig import PgCluster, start_node, stop_node
 from tests.integration.conftest import AppSecret, begin_rotation, rotate, step_event
 
 pytestmark = pytest.mark.integration
