@@ -126,10 +126,10 @@ class PgCluster(BaseModel):
 # --- binaries and commands ---------------------------------------------------------------------------------------
 
 
-def find_bindir(env: Mapping[str, str] = os.environ) -> Path:
+def find_bindir() -> Path:
     """The PostgreSQL server binaries (see the module docstring for the order)."""
-    if env.get(ENV_BINDIR):
-        path = Path(env[ENV_BINDIR])
+    if os.environ.get(ENV_BINDIR):
+        path = Path(os.environ[ENV_BINDIR])
         if not (path / "initdb").is_file():
             raise RigError(f"${ENV_BINDIR}={path} has no initdb")
         return path
