@@ -180,7 +180,7 @@ def remove_dirs(base_dir: Path, *extra: Path | None) -> None:
 # --- commands ----------------------------------------------------------------------------------------------------
 
 
-def tail(path: Path, lines: int = 20) -> str:
+def _tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -190,7 +190,7 @@ def tail(path: Path, lines: int = 20) -> str:
 def _failure(what: str, returncode: int, output: str, log_file: Path | None) -> str:
     detail = output.strip()[-2000:]
     if log_file is not None:
-        detail += f"\n--- {log_file} (tail) ---\n{tail(log_file)}"
+        detail += f"\n--- {log_file} (tail) ---\n{_tail(log_file)}"
     return f"{what} failed (exit {returncode}): {detail}"
 
 
@@ -204,21 +204,7 @@ def run(
     timeout: float = 120.0,
 ) -> None:
     """Run one command; RigError with its output (and the tail of ``log_file``) when it fails."""
-    try:
-        done = subprocess.run(
-            list(argv),
-            check=False,
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RigError(f"{what}: timed out after {timeout:.0f} s") from exc
-    if done.returncode != 0:
-        raise RigError(_failure(what, done.returncode, done.stderr or done.stdout, log_file))
+    run_parallel([(what, argv, log_file)], cwd=cwd, env=env, timeout=timeout)
 
 
 def run_parallel(
@@ -242,7 +228,7 @@ def run_parallel(
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
-            errors.append(f"{what}: timed out")
+            errors.append(f"{what}: timed out after {timeout:.0f} s")
             continue
         if process.returncode != 0:
             errors.append(_failure(what, process.returncode, err or out, log_file))
