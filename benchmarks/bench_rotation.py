@@ -26,7 +26,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from rotator.local.aws_stack import LocalAwsStack
-from rotator.local.postgres_rig import PgCluster, start_cluster, stop_cluster, stop_node
+from rotator.local.rig import PgCluster, start_cluster, stop_cluster, stop_node
 from rotator.local.seed import create_login_role, secret_value
 
 ROOT = Path(__file__).resolve().parents[1]

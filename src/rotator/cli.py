@@ -22,6 +22,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from rotator import executions
 from rotator.local.environment import LocalEnvironment, LocalStackError
 from rotator.paths import local_home, project_root
 from rotator.timeline import render
@@ -93,19 +94,11 @@ def cmd_local_status(args: argparse.Namespace) -> int:
 # --- rotation -----------------------------------------------------------------------------------------------------
 def secret_executions(status: dict[str, Any], secret_arn: str, token: str | None = None) -> list[dict[str, Any]]:
     """The secret's executions (of one rotation, given its token), newest first."""
-    sfn = client("stepfunctions", status)
-    found = []
-    for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=status["state_machine_arn"]):
-        for item in page["executions"]:
-            description = sfn.describe_execution(executionArn=item["executionArn"])
-            execution_input = json.loads(description.get("input") or "{}")
-            if execution_input.get("secretId") == secret_arn and token in (None, execution_input.get("token")):
-                found.append(description)
-    return sorted(found, key=lambda d: d["startDate"], reverse=True)
+    return executions.secret_executions(client("stepfunctions", status), status["state_machine_arn"], secret_arn, token)
 
 
-def print_executions(executions: list[dict[str, Any]]) -> None:
-    for description in executions:
+def print_executions(descriptions: list[dict[str, Any]]) -> None:
+    for description in descriptions:
         step = json.loads(description.get("input") or "{}").get("step", "?")
         stop = description.get("stopDate")
         took = f"{(stop - description['startDate']).total_seconds():6.2f} s" if stop else "running"
@@ -175,10 +168,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_executions(args: argparse.Namespace) -> int:
     status = running_status()
     arn = client("secretsmanager", status).describe_secret(SecretId=args.secret_id)["ARN"]
-    executions = secret_executions(status, arn)
-    if not executions:
+    found = secret_executions(status, arn)
+    if not found:
         print(f"no executions for {args.secret_id}")
-    print_executions(executions)
+    print_executions(found)
     return 0
 
 
@@ -186,9 +179,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     status = running_status()
     sfn = client("stepfunctions", status)
     description = sfn.describe_execution(executionArn=args.execution_arn)
-    events: list[dict[str, Any]] = []
-    for page in sfn.get_paginator("get_execution_history").paginate(executionArn=args.execution_arn):
-        events.extend(page["events"])
+    events = executions.history(sfn, args.execution_arn)
     print(render(description, events))
     return 0
 
@@ -216,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--token", help="replace the event's ClientRequestToken/token")
     replay.add_argument("--function", help="logical id of the function to invoke (default: from the event)")
     replay.set_defaults(run=cmd_replay)
-    executions = commands.add_parser("executions", help="list a secret's executions")
-    executions.add_argument("secret_id")
-    executions.set_defaults(run=cmd_executions)
+    listing = commands.add_parser("executions", help="list a secret's executions")
+    listing.add_argument("secret_id")
+    listing.set_defaults(run=cmd_executions)
     show = commands.add_parser("show", help="one execution as a timeline")
     show.add_argument("execution_arn")
     show.set_defaults(run=cmd_show)

@@ -49,65 +49,82 @@ def _short_cause(cause: str | None) -> str | None:
 
 def build_rows(events: list[dict[str, Any]]) -> list[StateRow]:
     """Top-level states in order; each Map row holds its iterations' states as children."""
-    by_id = {event["id"]: event for event in events}
-    iteration_of: dict[int, str | None] = {}
-    open_rows: dict[tuple[str | None, str], StateRow] = {}
-    top: list[StateRow] = []
-    map_rows: dict[str, StateRow] = {}
-    open_maps: list[str] = []
+    rows = _RowBuilder(events)
     for event in events:
+        rows.add(event)
+    return rows.finish()
+
+
+class _RowBuilder:
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.by_id = {event["id"]: event for event in events}
+        self.iteration_of: dict[int, str | None] = {}  # event id → the Map iteration it belongs to
+        self.open_rows: dict[tuple[str | None, str], StateRow] = {}
+        self.top: list[StateRow] = []
+        self.map_rows: dict[str, StateRow] = {}
+        self.open_maps: list[str] = []
+
+    def add(self, event: dict[str, Any]) -> None:
         kind = event["type"]
-        parent = by_id.get(event.get("previousEventId", 0))
-        iteration = iteration_of.get(parent["id"]) if parent else None
-        if kind in _MAP_LEVEL and open_maps:
-            # moto chains these to the last iteration's event; they belong where the Map itself was entered.
-            name = event.get("stateExitedEventDetails", {}).get("name") or open_maps[-1]
-            iteration = map_rows[name].iteration if name in map_rows else None
-            if kind == "MapStateExited" and name in open_maps:
-                open_maps.remove(name)
-        if kind == "MapIterationStarted":
-            details = event.get("mapIterationStartedEventDetails", {})
-            iteration = f"{details.get('name', 'Map')}[{details.get('index', '?')}]"
-        iteration_of[event["id"]] = iteration
+        iteration = self._iteration(event, kind)
+        self.iteration_of[event["id"]] = iteration
         if kind.endswith(_ENTERED):
-            name = event["stateEnteredEventDetails"]["name"]
-            row = StateRow(name=name, kind=kind[: -len(_ENTERED)], iteration=iteration, started=event["timestamp"])
-            open_rows[(iteration, name)] = row
-            if row.kind == "Map":
-                map_rows[name] = row
-                open_maps.append(name)
-            if iteration is None:
-                top.append(row)
-            else:
-                map_name = iteration.rsplit("[", 1)[0]
-                map_rows.get(map_name, StateRow(map_name, "Map", None, event["timestamp"])).children.append(row)
-            continue
-        current = _innermost_open(open_rows, iteration)
-        if current is None:
-            continue
+            self._enter(event, kind[: -len(_ENTERED)], iteration)
+            return
+        candidates = [row for (it, _), row in self.open_rows.items() if it == iteration]
+        if not candidates:
+            return
+        current = candidates[-1]  # the innermost open state
         if kind.endswith("Scheduled"):
             current.attempts += 1
-        elif kind.endswith("Failed") or kind.endswith("TimedOut"):
-            details = next((v for k, v in event.items() if k.endswith("EventDetails") and isinstance(v, dict)), {})
-            if "error" in details or "cause" in details:
-                current.error, current.cause = details.get("error"), _short_cause(details.get("cause"))
-            if kind in ("ExecutionFailed", "MapStateFailed") or current.kind in ("Fail", "Map"):
-                current.status = "FAILED"
+        elif kind.endswith(("Failed", "TimedOut")):
+            _record_failure(current, event, kind)
         if kind.endswith(_EXITED):
-            name = event["stateExitedEventDetails"]["name"]
-            row = open_rows.pop((iteration, name), current)
+            row = self.open_rows.pop((iteration, event["stateExitedEventDetails"]["name"]), current)
             row.ended = event["timestamp"]
             if row.status == "RUNNING":
                 row.status = "CAUGHT" if row.error else "SUCCEEDED"
-    for row in open_rows.values():  # states that never exited: a Fail state, or a failed Map/Task
-        if row.status == "RUNNING" and (row.error or row.kind == "Fail"):
-            row.status = "FAILED"
-    return top
+
+    def finish(self) -> list[StateRow]:
+        for row in self.open_rows.values():  # states that never exited: a Fail state, or a failed Map/Task
+            if row.status == "RUNNING" and (row.error or row.kind == "Fail"):
+                row.status = "FAILED"
+        return self.top
+
+    def _iteration(self, event: dict[str, Any], kind: str) -> str | None:
+        parent = self.by_id.get(event.get("previousEventId", 0))
+        iteration = self.iteration_of.get(parent["id"]) if parent else None
+        if kind in _MAP_LEVEL and self.open_maps:
+            # moto chains these to the last iteration's event; they belong where the Map itself was entered.
+            name = event.get("stateExitedEventDetails", {}).get("name") or self.open_maps[-1]
+            iteration = self.map_rows[name].iteration if name in self.map_rows else None
+            if kind == "MapStateExited" and name in self.open_maps:
+                self.open_maps.remove(name)
+        if kind == "MapIterationStarted":
+            details = event.get("mapIterationStartedEventDetails", {})
+            iteration = f"{details.get('name', 'Map')}[{details.get('index', '?')}]"
+        return iteration
+
+    def _enter(self, event: dict[str, Any], kind: str, iteration: str | None) -> None:
+        name = event["stateEnteredEventDetails"]["name"]
+        row = StateRow(name=name, kind=kind, iteration=iteration, started=event["timestamp"])
+        self.open_rows[(iteration, name)] = row
+        if kind == "Map":
+            self.map_rows[name] = row
+            self.open_maps.append(name)
+        if iteration is None:
+            self.top.append(row)
+        else:
+            map_name = iteration.rsplit("[", 1)[0]
+            self.map_rows.get(map_name, StateRow(map_name, "Map", None, event["timestamp"])).children.append(row)
 
 
-def _innermost_open(open_rows: dict[tuple[str | None, str], StateRow], iteration: str | None) -> StateRow | None:
-    candidates = [row for (it, _), row in open_rows.items() if it == iteration]
-    return candidates[-1] if candidates else None
+def _record_failure(row: StateRow, event: dict[str, Any], kind: str) -> None:
+    details = next((v for k, v in event.items() if k.endswith("EventDetails") and isinstance(v, dict)), {})
+    if "error" in details or "cause" in details:
+        row.error, row.cause = details.get("error"), _short_cause(details.get("cause"))
+    if kind in ("ExecutionFailed", "MapStateFailed") or row.kind in ("Fail", "Map"):
+        row.status = "FAILED"
 
 
 _MARK = {"SUCCEEDED": "✓", "FAILED": "✗", "CAUGHT": "↪", "RUNNING": "…"}

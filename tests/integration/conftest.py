@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from rotator.local.aws_stack import LocalAwsStack
-from rotator.local.postgres_rig import PgCluster, PgNode, node_is_running, start_cluster, start_node, stop_cluster
+from rotator.local.rig import PgCluster, PgNode, node_is_running, start_cluster, start_node, stop_cluster
 from rotator.local.seed import can_log_in, can_log_in_eventually, create_login_role, secret_value
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

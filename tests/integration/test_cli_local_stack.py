@@ -92,7 +92,11 @@ def test_a_secret_created_with_boto3_is_rotated_by_the_cli(local_stack: tuple[Pa
     assert set_arn in {
         e["executionArn"] for e in sfn.list_executions(stateMachineArn=status["state_machine_arn"])["executions"]
     }
-    assert new_password not in listing + timeline + result.stdout + result.stderr
+    # And the stack's log has a line per invocation, without payloads or the functions' logger keys
+    log = Path(status["log_file"]).read_text()
+    invocations = [line for line in log.splitlines() if " invoke RotationFunction " in line]
+    assert len(invocations) >= 4 and not any("function_name" in line for line in invocations)
+    assert new_password not in listing + timeline + result.stdout + result.stderr + log
 
 
 def test_rotate_fails_with_a_one_line_reason(local_stack: tuple[Path, dict[str, Any]]) -> None:
@@ -143,6 +147,7 @@ def test_down_stops_everything(tmp_path: Path) -> None:
     status = json.loads(rotator(home, "local", "status", "--json").stdout)
     rotator(home, "local", "down")
     assert rotator(home, "local", "status", "--json", check=False).returncode == 1
+    assert not (home / "aws.json").exists() and "stopped" in Path(status["log_file"]).read_text()
     assert not can_log_in(
         status["postgres"]["primary"],
         status["postgres"]["dbname"],

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from rotator.local.aws_stack import LocalAwsStack
-from rotator.local.postgres_rig import PgCluster, start_node, stop_node
+from rotator.local.lambda_runtime import InvokeResult
+from rotator.local.rig import PgCluster, start_node, stop_node
 from tests.integration.conftest import AppSecret, begin_rotation, rotate, step_event
 
 pytestmark = pytest.mark.integration
@@ -47,7 +49,6 @@ def test_no_secret_reaches_any_output(
     captured_logs: Capture,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    emitted: list[str] = []
     # Given a successful rotation through RotateSecret
     ok_app: AppSecret = app_secret_factory()
     rotate(aws_stack, secrets_client, ok_app.arn)
@@ -71,28 +72,21 @@ def test_no_secret_reaches_any_output(
     broken: AppSecret = app_secret_factory()
     value = {k: v for k, v in broken.current(secrets_client).items() if k != "username"}
     secrets_client.put_secret_value(SecretId=broken.arn, SecretString=json.dumps(value))
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the message is scanned below
+    with pytest.raises(ClientError):  # the message is scanned below
         rotate(aws_stack, secrets_client, broken.arn)
 
     # When everything the rotator emitted is collected
-    sfn = aws_stack.client("stepfunctions")
-    for item in sfn.list_executions(stateMachineArn=aws_stack.state_machine_arn)["executions"]:
-        emitted.append(json.dumps(sfn.describe_execution(executionArn=item["executionArn"]), default=str))
-        emitted.append(json.dumps(aws_stack.execution_history(item["executionArn"]), default=str))
-    emitted += [json.dumps(m) for m in aws_stack.sns_messages()]
-    emitted += [json.dumps(r.payload, default=str) + str(r.error_message) for r in (created, failed)]
-    emitted += [repr(step) for step in aws_stack.rotation_steps]
-    emitted += captured_logs.records
     out, err = capfd.readouterr()
-    emitted += [out, err]
-    server_logs = [healthy_cluster.log_file(node).read_text(errors="replace") for node in healthy_cluster.nodes]
-    everything = "\n".join(emitted + server_logs)
+    everything = "\n".join(
+        [*emitted_by_the_stack(aws_stack, [created, failed]), *captured_logs.records, out, err]
+        + [healthy_cluster.log_file(node).read_text(errors="replace") for node in healthy_cluster.nodes]
+    )
 
     # Then it is a real sample (rotations, alerts, logs, metrics all present) …
     function_log_lines = [line for line in out.splitlines() if line.startswith('{"level"')]
     assert len(aws_stack.sns_messages()) >= 1 and len(function_log_lines) > 20 and '{"_aws"' in out
     assert ok_app.arn in everything and "Set new password on primary" in everything
-    # … and no secret value is in it
+    # … and no secret value is in it (the SecretString is JSON holding the password: covered by the password checks)
     secrets = {
         "initial passwords": [ok_app.password, failing.password, broken.password],
         "rotated password": [ok_app.current(secrets_client)["password"]],
@@ -102,4 +96,16 @@ def test_no_secret_reaches_any_output(
     for kind, values in secrets.items():
         for value in values:
             assert value not in everything, f"a {kind} leaked"
-    # (the secret's own SecretString is JSON holding the password: covered by the password checks)
+
+
+def emitted_by_the_stack(stack: LocalAwsStack, results: list[InvokeResult]) -> list[str]:
+    """Execution descriptions and histories, alerts, function results and errors, RotateSecret's step records."""
+    sfn = stack.client("stepfunctions")
+    emitted = []
+    for item in sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]:
+        emitted.append(json.dumps(sfn.describe_execution(executionArn=item["executionArn"]), default=str))
+        emitted.append(json.dumps(stack.execution_history(item["executionArn"]), default=str))
+    emitted += [json.dumps(m) for m in stack.sns_messages()]
+    emitted += [json.dumps(r.payload, default=str) + str(r.error_message) for r in results]
+    emitted += [repr(step) for step in stack.rotation_steps]
+    return emitted

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from pydantic import SecretStr
 
-from rotator.local.postgres_rig import PgCluster, PgNode
+from rotator.local.rig import PgCluster, PgNode
 from rotator.local.seed import create_login_role
 from rotator_core.errors import AuthenticationFailed, WriteRefusedOnReplica
 from rotator_core.models import Endpoint, SslPolicy

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from rotator.executions import secret_executions
 from rotator.local.aws_stack import LocalAwsStack
-from rotator.local.postgres_rig import PgCluster, start_node, stop_node, wait_replicas_caught_up
+from rotator.local.rig import PgCluster, start_node, stop_node, wait_replicas_caught_up
 from tests.conftest import alerts_for, stages_of
 from tests.integration.conftest import (
     STEP_FILES,
@@ -27,13 +28,7 @@ pytestmark = pytest.mark.integration
 
 
 def executions_of(stack: LocalAwsStack, secret_arn: str) -> list[dict[str, Any]]:
-    sfn = stack.client("stepfunctions")
-    found = []
-    for item in sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]:
-        described = sfn.describe_execution(executionArn=item["executionArn"])
-        if json.loads(described["input"])["secretId"] == secret_arn:
-            found.append(described)
-    return found
+    return secret_executions(stack.client("stepfunctions"), stack.state_machine_arn, secret_arn)
 
 
 def test_rotation_reaches_the_primary_and_both_replicas(

@@ -3,18 +3,20 @@ our template and handlers in a background process. Everything lives under one ho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from rotator.local.postgres_rig import PgCluster, load_cluster, start_cluster, stop_cluster
+from rotator.local.rig import PgCluster, load_cluster, start_cluster, stop_cluster
+from rotator.local.rig.process import pid_alive, poll
 
 STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
 
 
 class LocalStackError(RuntimeError):
@@ -34,10 +36,9 @@ class LocalEnvironment:
     def _daemon_pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
-            return pid
-        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        except (FileNotFoundError, ValueError):
             return None
+        return pid if pid_alive(pid) else None
 
     def cluster(self) -> PgCluster | None:
         return load_cluster(self.postgres_dir)
@@ -55,7 +56,7 @@ class LocalEnvironment:
             "region": aws["region"],
             "account_id": aws["account_id"],
             "state_machine_arn": aws["state_machine_arn"],
-            "topic_arn": aws.get("topic_arn"),
+            "topic_arn": aws["topic_arn"],
             "rotation_function_arn": aws["functions"]["RotationFunction"],
             "functions": aws["functions"],
             "postgres": {
@@ -70,14 +71,14 @@ class LocalEnvironment:
         }
 
     # --- lifecycle --------------------------------------------------------------------------------------------------
-    def up(self, replicas: int = 2, *, fast_retries: bool = False) -> dict[str, Any]:
+    def up(self, replicas: int = 2) -> dict[str, Any]:
         if self.status() is not None:
             raise LocalStackError(f"the local stack is already running (home {self.home}); `rotator local down` first")
         self.down(quiet=True)  # leftovers of a crashed run
         self.home.mkdir(parents=True, exist_ok=True)
         start_cluster(self.postgres_dir, replicas=replicas)
         try:
-            self._start_daemon(fast_retries=fast_retries)
+            self._start_daemon()
         except BaseException:
             self.down(quiet=True)
             raise
@@ -85,20 +86,11 @@ class LocalEnvironment:
         assert status is not None
         return status
 
-    def _start_daemon(self, *, fast_retries: bool) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "rotator.local.daemon",
-            "--state-file",
-            str(self.aws_state_file),
-            "--template",
-            str(self.project_root / "template.yaml"),
-        ]
-        if fast_retries:
-            argv.append("--fast-retries")
+    def _start_daemon(self) -> None:
+        argv = [sys.executable, "-m", "rotator.local.daemon", "--state-file", str(self.aws_state_file)]
+        argv += ["--template", str(self.project_root / "template.yaml")]
         with self.log_file.open("ab") as log:
-            process = subprocess.Popen(
+            daemon = subprocess.Popen(
                 argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -106,17 +98,20 @@ class LocalEnvironment:
                 cwd=self.project_root,
                 start_new_session=True,
             )
-        self.pid_file.write_text(str(process.pid))
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not self.aws_state_file.exists():
-            if process.poll() is not None:
+        self.pid_file.write_text(str(daemon.pid))
+
+        def ready() -> bool | None:
+            if daemon.poll() is not None:
                 raise LocalStackError(f"the local AWS stack exited during start-up; see {self.log_file}")
-            if time.monotonic() > deadline:
-                process.terminate()
-                raise LocalStackError(
-                    f"the local AWS stack did not start in {STARTUP_TIMEOUT:.0f} s; see {self.log_file}"
-                )
-            time.sleep(0.1)
+            return self.aws_state_file.exists() or None
+
+        try:
+            poll(ready, timeout=STARTUP_TIMEOUT, interval=0.1, what="the local AWS stack")
+        except TimeoutError:
+            daemon.terminate()
+            raise LocalStackError(
+                f"the local AWS stack did not start in {STARTUP_TIMEOUT:.0f} s; see {self.log_file}"
+            ) from None
 
     def down(self, *, quiet: bool = False) -> bool:
         """Stop everything `up` started. Returns whether anything was running."""
@@ -124,9 +119,8 @@ class LocalEnvironment:
         pid = self._daemon_pid()
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while self._daemon_pid() is not None and time.monotonic() < deadline:
-                time.sleep(0.1)
+            with contextlib.suppress(TimeoutError):
+                poll(lambda: self._daemon_pid() is None or None, timeout=STOP_TIMEOUT, interval=0.1, what="the stop")
             if self._daemon_pid() is not None:
                 os.kill(pid, signal.SIGKILL)
             stopped = True

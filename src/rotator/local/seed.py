@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
+
+from rotator.local.rig.process import poll
 
 
 def create_login_role(admin_conninfo: str, user: str, password: str) -> None:
@@ -46,9 +47,7 @@ def can_log_in_eventually(
     endpoint: Mapping[str, Any], dbname: str, user: str, password: str, seconds: float = 10
 ) -> bool:
     """Replicas apply a password change a moment after the primary: poll rather than sleep."""
-    deadline = time.monotonic() + seconds
-    while not can_log_in(endpoint, dbname, user, password):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    try:
+        return poll(lambda: can_log_in(endpoint, dbname, user, password) or None, timeout=seconds, what="a login")
+    except TimeoutError:
+        return False
