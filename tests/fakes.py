@@ -10,24 +10,29 @@ import string
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
 
 from rotator_core.engines import EngineFamily, EngineRegistry
 from rotator_core.errors import AuthenticationFailed, EndpointUnreachable, SecretNotFound, WriteRefusedOnReplica
-from rotator_core.models import PasswordPolicy
-from rotator_core.ports import Account, ConnectionTarget, Credentials, ExecutionState, SecretMetadata
+from rotator_core.models import Alert, PasswordPolicy
+from rotator_core.ports import Account, ConnectionTarget, Credentials, ExecutionState, SecretMetadata, SecretVersion
 
 
 class ResourceExists(Exception):
     """What Secrets Manager raises for the same token with a different value."""
 
 
+_CLOCK = itertools.count(1)
+
+
 @dataclass
 class _Version:
     value: str | None
     stages: set[str]
+    created: datetime = field(default_factory=lambda: datetime.fromtimestamp(next(_CLOCK), UTC))
 
 
 @dataclass
@@ -84,15 +89,21 @@ class InMemorySecretStore:
             versions={vid: sorted(v.stages) for vid, v in secret.versions.items() if v.stages},
         )
 
-    def get_value(self, secret_id: str, *, version_id: str | None = None, stage: str | None = None) -> SecretStr | None:
+    def get_version(
+        self, secret_id: str, *, version_id: str | None = None, stage: str | None = None
+    ) -> SecretVersion | None:
         secret = self._find(secret_id)
         if version_id is not None:
-            version = secret.versions.get(version_id)
-            if version is None or (stage is not None and stage not in version.stages):
+            found = (version_id, secret.versions.get(version_id))
+            if found[1] is None or (stage is not None and stage not in found[1].stages):
                 return None
         else:
-            version = next((v for v in secret.versions.values() if (stage or "AWSCURRENT") in v.stages), None)
-        return None if version is None or version.value is None else SecretStr(version.value)
+            wanted = stage or "AWSCURRENT"
+            found = next(((vid, v) for vid, v in secret.versions.items() if wanted in v.stages), (version_id, None))
+        vid, version = found
+        if version is None or version.value is None or vid is None:
+            return None
+        return SecretVersion(vid, SecretStr(version.value), version.created)
 
     def random_password(self, policy: PasswordPolicy) -> SecretStr:
         self.policies.append(policy)
@@ -113,9 +124,21 @@ class InMemorySecretStore:
         stages = existing.stages if existing else set()
         secret.versions[token] = _Version(secret_string.get_secret_value(), stages | {"AWSPENDING"})
 
+    def put_current(self, name: str, value: str, version: str) -> None:
+        """What an operator's put-secret-value does: a new version, AWSCURRENT moves to it."""
+        secret = self._find(name)
+        holder = next((vid for vid, v in secret.versions.items() if "AWSCURRENT" in v.stages), None)
+        secret.versions[version] = _Version(value, set())
+        self.move_stage(name, "AWSCURRENT", to_version=version, from_version=holder)
+
     def move_stage(self, secret_id: str, stage: str, *, to_version: str | None, from_version: str | None) -> None:
+        """UpdateSecretVersionStage as AWS does it: validated first, atomic; AWSCURRENT leaves AWSPREVIOUS behind
+        and takes AWSPENDING off the version it moves to."""
         secret = self._find(secret_id)
         self.calls.append(("move_stage", (stage, to_version, from_version)))
+        for version_id in (to_version, from_version):
+            if version_id and version_id not in secret.versions:
+                raise ValueError(f"version {version_id} not found")
         holder = next((vid for vid, v in secret.versions.items() if stage in v.stages), None)
         if to_version and holder and holder not in (from_version, to_version):
             raise ValueError(f"{stage} is on {holder}: RemoveFromVersionId must name it")
@@ -123,6 +146,8 @@ class InMemorySecretStore:
             secret.versions[from_version].stages.discard(stage)
         if to_version:
             secret.versions[to_version].stages.add(stage)
+            if stage == "AWSCURRENT":
+                secret.versions[to_version].stages.discard("AWSPENDING")
             if stage == "AWSCURRENT" and from_version:
                 for version in secret.versions.values():
                     version.stages.discard("AWSPREVIOUS")
@@ -130,23 +155,46 @@ class InMemorySecretStore:
 
 
 class FakeExecutions:
-    """Records starts; each execution ends with the status the test scripts (default SUCCEEDED)."""
+    """Records starts; each describe of an execution answers the next status the test scripted (default SUCCEEDED),
+    and the execution keeps the last status it answered."""
+
+    PREFIX = "arn:aws:states:us-east-1:123456789012:execution:Rotation:"
 
     def __init__(self, *statuses: ExecutionState) -> None:
         self.started: dict[str, dict[str, Any]] = {}
+        self.status: dict[str, ExecutionState] = {}
         self.script = list(statuses)
         self.describes = 0
 
     def start(self, name: str, execution_input: dict[str, Any]) -> str:
-        self.started.setdefault(name, execution_input)
-        return f"arn:aws:states:us-east-1:123456789012:execution:Rotation:{name}"
+        if name not in self.started:
+            self.started[name] = execution_input
+            self.status[name] = ExecutionState(arn=self.PREFIX + name, name=name, status="RUNNING")
+        return self.PREFIX + name
+
+    def find(self, name: str) -> ExecutionState | None:
+        return self.status.get(name)
 
     def describe(self, execution_arn: str) -> ExecutionState:
         self.describes += 1
-        if self.script:
-            state = self.script.pop(0)
-            return ExecutionState(arn=execution_arn, status=state.status, error=state.error, cause=state.cause)
-        return ExecutionState(arn=execution_arn, status="SUCCEEDED")
+        name = execution_arn.removeprefix(self.PREFIX)
+        scripted = self.script.pop(0) if self.script else ExecutionState(arn=execution_arn, status="SUCCEEDED")
+        state = ExecutionState(
+            arn=execution_arn, name=name, status=scripted.status, error=scripted.error, cause=scripted.cause
+        )
+        self.status[name] = state
+        return state
+
+    def running(self, name_prefix: str) -> list[ExecutionState]:
+        return [s for n, s in self.status.items() if n.startswith(name_prefix) and s.status == "RUNNING"]
+
+
+class FakeAlerts:
+    def __init__(self) -> None:
+        self.published: list[Alert] = []
+
+    def publish(self, alert: Alert) -> None:
+        self.published.append(alert)
 
 
 @dataclass

@@ -1,15 +1,45 @@
-"""The rotation function Secrets Manager invokes. Thin: gate, AWSPENDING, then one state machine execution per step."""
+"""The rotation function Secrets Manager invokes. Thin: gate, AWSPENDING, then one state machine execution per step;
+any failure no execution reports is published to the alert topic."""
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
+import boto3
+from pydantic import Field
 
-from handlers.common import count, logger, rotation_coordinator
+from handlers.common import FunctionEnvironment, count, engines, environment, logger, secret_store
+from rotator_aws.sns import SnsAlerts
+from rotator_aws.step_functions import StepFunctionsExecutions
+from rotator_core.coordinator import CoordinatorSettings, RotationCoordinator
 from rotator_core.errors import InvalidEvent
-from rotator_core.models import RotationEvent
+from rotator_core.models import PasswordPolicy, RotationEvent
 from rotator_core.redaction import parse_model
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+
+class RotationEnvironment(FunctionEnvironment):
+    """The rotation function's own variables (its password knobs are PasswordPolicy's)."""
+
+    state_machine_arn: str = Field(alias="STATE_MACHINE_ARN", min_length=1)
+    alert_topic_arn: str = Field(alias="ALERT_TOPIC_ARN", min_length=1)
+    poll_seconds: float = Field(default=1.0, alias="EXECUTION_POLL_SECONDS", gt=0)
+
+
+@cache
+def rotation_coordinator() -> RotationCoordinator:
+    env = environment(RotationEnvironment)
+    settings = CoordinatorSettings(password_policy=environment(PasswordPolicy), poll_seconds=env.poll_seconds)
+    return RotationCoordinator(
+        secret_store(),
+        StepFunctionsExecutions(boto3.client("stepfunctions"), env.state_machine_arn),
+        engines(),
+        SnsAlerts(boto3.client("sns"), env.alert_topic_arn),
+        settings,
+    )
 
 
 # log_event stays False: the event carries the RotationToken.

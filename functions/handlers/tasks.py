@@ -6,8 +6,72 @@ Each handler is ``template.yaml``'s ``Handler: handlers.tasks.<task>`` for ``<Ta
 
 from __future__ import annotations
 
-from handlers.common import task_handler
-from rotator_core.models import RollbackInput
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from pydantic import Field
+
+from handlers.common import FunctionEnvironment, count, engines, environment, logger, secret_store
+from rotator_core.errors import InvalidEvent, RotatorError
+from rotator_core.models import RollbackInput, TaskInput, WireModel
+from rotator_core.redaction import parse_model
+from rotator_core.tasks import RotationTasks, TaskSettings
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, object]]
+
+
+class TaskEnvironment(FunctionEnvironment):
+    recovery_period_seconds: float = Field(default=3600.0, alias="RECOVERY_PERIOD_SECONDS", gt=0, le=86400)
+
+
+@cache
+def rotation_tasks() -> RotationTasks:
+    env = environment(TaskEnvironment)
+    settings = TaskSettings(
+        connect_timeout=env.db_connect_timeout_seconds, recovery_period_seconds=env.recovery_period_seconds
+    )
+    return RotationTasks(secret_store(), engines(), settings)
+
+
+def task_handler(task_name: str, model: type[TaskInput] = TaskInput) -> LambdaHandler:
+    """A Lambda handler for ``RotationTasks.<task_name>``: the same decorators and reporting for every task."""
+
+    @logger.inject_lambda_context(log_event=False, clear_state=True)
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, object]:
+        return run_task(event, model, getattr(rotation_tasks(), task_name), task_name)
+
+    lambda_handler.__qualname__ = lambda_handler.__name__ = task_name
+    return lambda_handler
+
+
+def run_task(
+    event: object, model: type[TaskInput], operation: Callable[[Any], WireModel], task_name: str
+) -> dict[str, object]:
+    """Parse, correlate, run one domain operation, and report it. Errors keep their class name (the ASL's errorType)
+    and gain the state and endpoint they happened at."""
+    task = parse_model(model, event, InvalidEvent, f"{task_name} input")
+    endpoint = task.endpoint.address if task.endpoint else None
+    logger.append_keys(
+        secret_id=task.secret_id,
+        step=task.step.value,
+        execution=task.execution_arn,
+        state=task.state,
+        endpoint=endpoint,
+    )
+    try:
+        result = operation(task)
+    except Exception as exc:
+        if isinstance(exc, RotatorError):
+            exc.with_context(state=task.state, endpoint=endpoint)
+        logger.warning("task failed", error_type=type(exc).__name__, error=str(exc))
+        count("TaskFailed", "Task", task_name)
+        raise
+    summary = result.dump()
+    logger.info("task done", result=summary)
+    count("TaskSucceeded", "Task", task_name)
+    return summary
+
 
 resolve_endpoints = task_handler("resolve_endpoints")
 check_current = task_handler("check_current")

@@ -7,6 +7,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from rotator_aws.errors import aws_call, error_code
 from rotator_core.ports import ExecutionState
 
 
@@ -21,23 +22,50 @@ class StepFunctionsExecutions:
 
     def start(self, name: str, execution_input: dict[str, Any]) -> str:
         try:
-            response = self._client.start_execution(
-                stateMachineArn=self._state_machine_arn, name=name, input=json.dumps(execution_input, sort_keys=True)
-            )
+            with aws_call("StartExecution"):
+                response = self._client.start_execution(
+                    stateMachineArn=self._state_machine_arn,
+                    name=name,
+                    input=json.dumps(execution_input, sort_keys=True),
+                )
             return str(response["executionArn"])
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+            if error_code(exc) != "ExecutionAlreadyExists":
                 raise
-        # A closed execution of this step (a re-invocation after it ended): its result is the step's result.
+        # Started meanwhile by a concurrent invocation of the same step (with other input): the same attempt.
         return execution_arn_for(self._state_machine_arn, name)
 
+    def find(self, name: str) -> ExecutionState | None:
+        try:
+            return self.describe(execution_arn_for(self._state_machine_arn, name))
+        except ClientError as exc:
+            if error_code(exc) == "ExecutionDoesNotExist":
+                return None
+            raise
+
     def describe(self, execution_arn: str) -> ExecutionState:
-        response = self._client.describe_execution(executionArn=execution_arn)
+        with aws_call("DescribeExecution"):
+            response = self._client.describe_execution(executionArn=execution_arn)
         output = response.get("output")
         return ExecutionState(
             arn=execution_arn,
+            name=response.get("name", ""),
             status=response["status"],
             error=response.get("error"),
             cause=response.get("cause"),
             output=json.loads(output) if output else None,
         )
+
+    def running(self, name_prefix: str) -> list[ExecutionState]:
+        found: list[ExecutionState] = []
+        with aws_call("ListExecutions"):
+            pages = self._client.get_paginator("list_executions").paginate(
+                stateMachineArn=self._state_machine_arn, statusFilter="RUNNING"
+            )
+            for page in pages:
+                found += [
+                    ExecutionState(arn=item["executionArn"], name=item["name"], status=item["status"])
+                    for item in page["executions"]
+                    if item["name"].startswith(name_prefix)
+                ]
+        return found

@@ -1,15 +1,20 @@
-"""Turn a caught failure and a rollback's outcome into the SNS alert and the execution's failure cause."""
+"""Turn a caught failure and what the rollback found into the SNS alert and the execution's failure cause.
+
+Every field comes from structured data: the failure's error type and its context (``errors.parse_context``, which no
+value can forge), and the rollback's own observations (``Recovery``). The ``action`` text is chosen by outcome.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from pydantic import SecretStr
 
-from rotator_core.errors import error_class, parse_context
-from rotator_core.models import Alert, EndpointRestore, Failure, RotationStep
+from rotator_core.errors import RotatorError, error_class, parse_context
+from rotator_core.models import Alert, EndpointRestore, Failure, RecoveryOutcome, RotationStep
 from rotator_core.ports import SecretMetadata
 from rotator_core.redaction import redact
 
@@ -51,30 +56,97 @@ def console_url(execution_arn: str | None) -> str | None:
     return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{execution_arn}"
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """What the rollback found and did: the facts the alert reports."""
+
+    outcome: RecoveryOutcome
+    database_restored: bool | None  # the primary accepts AWSCURRENT now: checked True/False, or None (not checked)
+    pending_removed: bool
+    token: str
+    endpoints: list[EndpointRestore] = field(default_factory=list)
+    current_version: str | None = None  # AWSCURRENT when the execution started
+    current_now: str | None = None  # AWSCURRENT when the rollback ran (differs: secret_changed)
+    recovery_minutes: float | None = None
+
+
+def _action(recovery: Recovery) -> str:
+    token = recovery.token
+    if recovery.outcome == "nothing_changed":
+        if recovery.database_restored is None:
+            return (
+                "Nothing was changed: no step of this rotation set a password, so the database still holds "
+                "AWSCURRENT's (the primary could not be reached to confirm it). AWSPENDING was removed. Fix the "
+                "cause, then rotate again."
+            )
+        return (
+            "No action needed to keep applications working: nothing was changed, the database accepts AWSCURRENT "
+            "and AWSPENDING was removed. Fix the cause, then rotate again."
+        )
+    if recovery.outcome == "rolled_back":
+        return (
+            "No action needed to keep applications working: the primary was set back to AWSCURRENT's password and "
+            "AWSPENDING was removed. Fix the cause, then rotate again."
+        )
+    if recovery.outcome == "rolled_forward":
+        return (
+            f"No action needed: the new password already worked on every endpoint, so the rotation was completed "
+            f"instead of undone: version {token} is now AWSCURRENT."
+        )
+    if recovery.outcome == "completed":
+        return f"No action needed: version {token} is already AWSCURRENT; nothing was undone."
+    if recovery.outcome == "changed_outside":
+        return (
+            "Manual action needed: neither AWSCURRENT nor AWSPENDING logs in on the primary, so its password was "
+            "changed outside the rotation. Set the database user's password to AWSCURRENT's (or put the database's "
+            "password in the secret), then rotate again. AWSPENDING was removed: the database does not hold it."
+        )
+    if recovery.outcome == "secret_changed":
+        moved = (
+            f"AWSCURRENT moved from version {recovery.current_version} to {recovery.current_now} during the rotation"
+        )
+        if recovery.pending_removed:
+            return (
+                f"{moved}; the change was kept and the rotation abandoned. The database does not hold AWSPENDING's "
+                "password (it was removed). "
+                + ("AWSCURRENT logs in." if recovery.database_restored else "Check that AWSCURRENT logs in.")
+            )
+        return (
+            f"Manual action needed: {moved}, and the primary holds AWSPENDING's password. AWSPENDING was kept so "
+            f"its value stays retrievable (get-secret-value --version-id {token}). Either set the database password "
+            f"to AWSCURRENT's, or make version {token} AWSCURRENT (update-secret-version-stage --version-stage "
+            f"AWSCURRENT --move-to-version-id {token} --remove-from-version-id {recovery.current_now})."
+        )
+    minutes = f"{recovery.recovery_minutes:g} minutes" if recovery.recovery_minutes is not None else "its period"
+    return (
+        f"Manual action needed: the primary stayed unreachable for the rollback's whole recovery period ({minutes}) "
+        f"and may hold AWSPENDING's password. AWSPENDING was kept so its value stays retrievable (get-secret-value "
+        f"--version-id {token}). When the primary is back, Secrets Manager's retry of the rotation (or `rotator "
+        "rotate`) finds which password it holds and repairs it; or set its password to AWSCURRENT's by hand."
+    )
+
+
+_OUTCOME_PHRASE: dict[RecoveryOutcome, str] = {
+    "nothing_changed": "nothing was changed",
+    "rolled_back": "rolled back: the primary accepts AWSCURRENT again",
+    "rolled_forward": "rolled forward: AWSPENDING worked everywhere and is now AWSCURRENT",
+    "completed": "the token was already AWSCURRENT",
+    "changed_outside": "MANUAL ACTION NEEDED: the database password was changed outside the rotation",
+    "secret_changed": "AWSCURRENT was changed during the rotation",
+    "database_unreachable": "MANUAL ACTION NEEDED: the primary stayed unreachable",
+}
+
+
 def build_alert(
     *,
     metadata: SecretMetadata,
     step: RotationStep,
     failure: Failure,
-    endpoints: list[EndpointRestore],
-    database_restored: bool,
-    pending_removed: bool,
+    recovery: Recovery,
     execution_arn: str | None,
     secrets: Iterable[SecretStr | None],
 ) -> Alert:
     error_type, message, state, endpoint = parse_failure(failure, secrets)
-    if database_restored and pending_removed:
-        action = (
-            "No action needed to keep applications working: the database accepts the AWSCURRENT password. "
-            "Fix the cause, then rotate again."
-        )
-    elif database_restored:
-        action = "The database accepts AWSCURRENT. AWSPENDING was kept; remove it before the next rotation."
-    else:
-        action = (
-            "Manual action needed: the rollback could not confirm that the primary accepts AWSCURRENT. AWSPENDING was "
-            "kept so its value stays retrievable (get-secret-value --version-stage AWSPENDING)."
-        )
     return Alert(
         subject=f"Rotation failed: {metadata.name} ({step.value})"[:100],
         secret_arn=metadata.arn,
@@ -86,10 +158,36 @@ def build_alert(
         message=message,
         execution_arn=execution_arn,
         console_url=console_url(execution_arn),
-        database_restored=database_restored,
+        outcome=recovery.outcome,
+        database_restored=recovery.database_restored,
+        pending_removed=recovery.pending_removed,
+        endpoints=recovery.endpoints,
+        action=_action(recovery),
+    )
+
+
+def function_alert(secret_id: str, step: RotationStep, error: Exception, *, pending_removed: bool) -> Alert:
+    """The rotation function refused or failed a step before (or without) an execution that would alert."""
+    message = error.detail if isinstance(error, RotatorError) else str(error)
+    message = message.strip().splitlines()[0][:MAX_MESSAGE] if message.strip() else type(error).__name__
+    name = secret_id.split(":")[6] if secret_id.count(":") >= 6 else secret_id
+    return Alert(
+        subject=f"Rotation failed: {name} ({step.value})"[:100],
+        secret_arn=secret_id,
+        secret_name=name,
+        step=step,
+        failed_state="Rotation function",
+        error_type=type(error).__name__,
+        message=message,
+        source="rotation function",
+        outcome="nothing_changed",
+        database_restored=None,
         pending_removed=pending_removed,
-        endpoints=endpoints,
-        action=action,
+        action=(
+            "Nothing was changed: the rotation function stopped the step before any database was touched"
+            + (" and removed AWSPENDING." if pending_removed else ".")
+            + " Fix the cause, then rotate again (Secrets Manager also retries the rotation)."
+        ),
     )
 
 
@@ -97,8 +195,8 @@ def summarize(alert: Alert) -> str:
     """One line for the execution's failure cause, which the thin function hands to Secrets Manager."""
     where = f" in '{alert.failed_state}'" if alert.failed_state else ""
     at = f" at {alert.endpoint}" if alert.endpoint else ""
-    database = "database restored" if alert.database_restored else "database NOT confirmed restored"
-    pending = "AWSPENDING removed" if alert.pending_removed else "AWSPENDING kept"
-    return (
-        f"{alert.step.value} failed{where}{at}: {alert.error_type}: {alert.message} — rollback: {database}, {pending}"
-    )
+    pending = ""
+    if alert.outcome not in ("rolled_forward", "completed"):
+        pending = ", AWSPENDING removed" if alert.pending_removed else ", AWSPENDING kept"
+    outcome = _OUTCOME_PHRASE[alert.outcome]
+    return f"{alert.step.value} failed{where}{at}: {alert.error_type}: {alert.message} — {outcome}{pending}"

@@ -55,6 +55,9 @@ def parse_context(message: str) -> ErrorContext:
 class RotatorError(Exception):
     """Base for every error the rotator raises on purpose."""
 
+    # Set by the thin function when it gave back the AWSPENDING label before raising (the alert says so).
+    released_pending = False
+
     def __init__(self, detail: str, *, endpoint: str | None = None, state: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -121,6 +124,16 @@ class TokenNotPending(RotatorError):
     """The token's version is neither AWSCURRENT nor AWSPENDING."""
 
 
+class RotationRolledBack(TokenNotPending):
+    """Secrets Manager retried a rotation whose failure the rotator already rolled back (and alerted): AWSPENDING was
+    released, so there is nothing left to do for this token; the next rotation starts clean."""
+
+
+class RotationBusy(RotatorError):
+    """Another execution of the same rotation is still running (a rollback waiting out an outage): no step may act
+    on the database until it has finished. Secrets Manager's retry runs the step later."""
+
+
 # --- the tasks (rotator_core.tasks, strategies) ------------------------------------------------------------------
 class PendingValueMissing(RotatorError):
     """A step after createSecret found no AWSPENDING value for the token."""
@@ -132,6 +145,19 @@ class ReplicaNotInSync(RotatorError):
 
 class TopologyMismatch(RotatorError):
     """An endpoint's role differs from what the secret says (a 'primary' in recovery, a 'replica' that is not)."""
+
+
+class SecretChangedDuringRotation(RotatorError):
+    """AWSCURRENT was rewritten after the rotation began: the rotation stops rather than overwrite the change."""
+
+
+class RecoveryPending(RotatorError):
+    """The rollback cannot reach the primary yet and its recovery period has not run out: retried with capped backoff
+    by the state machine until the database is back or the period ends."""
+
+
+class ServiceUnavailable(RotatorError):
+    """An AWS API kept throttling or failing (5xx) after the SDK's own retries. Retried by the state machine."""
 
 
 # --- database endpoints: raised by the adapters in rotator_db ----------------------------------------------------
@@ -154,6 +180,10 @@ class DatabaseError(RotatorError):
 # --- the thin function's wait on its execution (coordinator) ------------------------------------------------------
 class RotationStepFailed(RotatorError):
     """The step's execution failed (after its own retries and rollback)."""
+
+    def __init__(self, detail: str, *, execution_alerted: bool = True) -> None:
+        super().__init__(detail)
+        self.execution_alerted = execution_alerted  # False: the execution ended before its alert (it was refused)
 
 
 class ExecutionStillRunning(RotatorError):

@@ -10,7 +10,16 @@ import json
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, computed_field, field_validator
+from pydantic import (
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    computed_field,
+    field_validator,
+)
 
 from rotator_core.errors import SecretInvalid
 from rotator_core.redaction import parse_model
@@ -162,6 +171,11 @@ class Topology(WireModel):
     engine: str
     primary: TopologyEndpoint
     replicas: list[TopologyEndpoint] = Field(default_factory=list)
+    # The AWSCURRENT version when the execution started: the rollback notices if AWSCURRENT moves under it.
+    current_version: str | None = Field(default=None, alias="currentVersion")
+
+    def find(self, address: str) -> TopologyEndpoint | None:
+        return next((endpoint for endpoint in self.endpoints if endpoint.address == address), None)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -170,12 +184,19 @@ class Topology(WireModel):
         return [self.primary, *self.replicas]
 
 
-class ExecutionInput(WireModel):
-    """The state machine's input. Identifiers only: never a secret value or the RotationToken."""
+class RotationRef(WireModel):
+    """Which rotation: the secret, the version being rotated in (the ClientRequestToken), the step."""
 
     secret_id: str = Field(alias="secretId")
     token: str
     step: RotationStep
+
+
+class ExecutionInput(RotationRef):
+    """The state machine's input. Identifiers only: never a secret value or the RotationToken."""
+
+    # False only when the thin function knows no setSecret ran for this token: the database cannot hold AWSPENDING.
+    pending_may_be_set: bool = Field(default=True, alias="pendingMayBeSet")
 
 
 class Failure(WireModel):
@@ -185,7 +206,7 @@ class Failure(WireModel):
     cause: str = Field(alias="Cause", default="")
 
 
-class TaskInput(ExecutionInput):
+class TaskInput(RotationRef):
     """Payload of every task; ``state`` is ``$$.State.Name`` so errors can say where they happened."""
 
     state: str | None = None
@@ -193,8 +214,24 @@ class TaskInput(ExecutionInput):
     endpoint: TopologyEndpoint | None = None
 
 
-class RollbackInput(TaskInput):
+class ExecutionSnapshot(WireModel):
+    """The execution's state when a Catch sent it to the rollback (``$``): what it had resolved, and the failure."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+
+    topology: Topology | None = None
     failure: Failure = Field(default_factory=Failure)
+    pending_may_be_set: bool = Field(default=True, alias="pendingMayBeSet")
+
+
+class RollbackInput(TaskInput):
+    # ``$$.State.EnteredTime`` of the rollback: its retries share it, so the recovery period is measured from there.
+    recovery_since: AwareDatetime | None = Field(default=None, alias="recoverySince")
+    execution: ExecutionSnapshot = Field(default_factory=ExecutionSnapshot)
+
+    @property
+    def failure(self) -> Failure:
+        return self.execution.failure
 
 
 class EndpointReport(WireModel):
@@ -216,10 +253,33 @@ class PromoteReport(WireModel):
 
 
 class EndpointRestore(WireModel):
+    """What the rollback found, or did, at one endpoint."""
+
     endpoint: str
     role: EndpointRole
-    outcome: Literal["unchanged", "restored", "in_sync", "not_in_sync", "unreachable", "cannot_restore"]
+    outcome: Literal[
+        "unchanged",  # AWSCURRENT logs in; nothing was written
+        "restored",  # the primary was set back to AWSCURRENT's password
+        "rolled_forward",  # AWSPENDING logs in here and was promoted
+        "holds_pending",  # AWSPENDING logs in and was kept (the alert says why)
+        "in_sync",  # a replica accepts what its primary now holds
+        "not_in_sync",
+        "unreachable",
+        "cannot_restore",  # neither version logs in
+    ]
     detail: str | None = None
+
+
+# What a failed rotation left behind, from the rollback's own observation of the primary and the labels.
+RecoveryOutcome = Literal[
+    "nothing_changed",  # the database never held AWSPENDING (or could not have), and AWSPENDING was released
+    "rolled_back",  # the primary was set back to AWSCURRENT, and AWSPENDING was released
+    "rolled_forward",  # AWSPENDING worked on every endpoint and was promoted to AWSCURRENT
+    "completed",  # the token was already AWSCURRENT: nothing to undo
+    "changed_outside",  # neither version logs in: the database password was changed outside the rotation
+    "secret_changed",  # AWSCURRENT moved to another version during the rotation: not overwritten
+    "database_unreachable",  # the primary stayed unreachable for the whole recovery period
+]
 
 
 class Alert(WireModel):
@@ -235,15 +295,25 @@ class Alert(WireModel):
     message: str
     execution_arn: str | None = Field(default=None, alias="executionArn")
     console_url: str | None = Field(default=None, alias="consoleUrl")
-    database_restored: bool = Field(alias="databaseRestored")
+    source: Literal["state machine", "rotation function"] = "state machine"
+    outcome: RecoveryOutcome
+    # True: the primary accepts AWSCURRENT now (checked); False: it does not; None: it could not be checked.
+    database_restored: bool | None = Field(alias="databaseRestored")
     pending_removed: bool = Field(alias="pendingRemoved")
-    endpoints: list[EndpointRestore]
+    endpoints: list[EndpointRestore] = Field(default_factory=list)
     action: str
+
+    def dump(self) -> dict[str, Any]:
+        """Every field, ``null`` included: a reader must see that the database could not be checked."""
+        return self.model_dump(mode="json", by_alias=True)
 
 
 class RollbackReport(WireModel):
     summary: str
     alert: Alert
+
+    def dump(self) -> dict[str, Any]:
+        return {"summary": self.summary, "alert": self.alert.dump()}
 
 
 class StepOutcome(WireModel):

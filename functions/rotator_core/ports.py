@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
-from rotator_core.models import Endpoint, PasswordPolicy, SslPolicy
+from rotator_core.models import Alert, Endpoint, PasswordPolicy, SslPolicy
 
 ExecutionStatus = Literal["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE"]
 
@@ -29,13 +30,22 @@ class SecretMetadata:
         return next((version for version, stages in self.versions.items() if stage in stages), None)
 
 
+@dataclass(frozen=True)
+class SecretVersion:
+    version_id: str
+    value: SecretStr | None  # None: the version exists but holds no SecretString (RotateSecret's placeholder)
+    created: datetime | None = None
+
+
 class SecretStore(Protocol):
     def describe(self, secret_id: str) -> SecretMetadata:
         """Raises SecretNotFound when there is no such secret."""
 
-    def get_value(self, secret_id: str, *, version_id: str | None = None, stage: str | None = None) -> SecretStr | None:
-        """The version's SecretString, or None when that version or stage has no value. Raises SecretNotFound when
-        the secret itself does not exist."""
+    def get_version(
+        self, secret_id: str, *, version_id: str | None = None, stage: str | None = None
+    ) -> SecretVersion | None:
+        """The version (by id and/or stage), or None when there is no such version or stage, or it holds no value.
+        Raises SecretNotFound when the secret itself does not exist."""
 
     def random_password(self, policy: PasswordPolicy) -> SecretStr: ...
 
@@ -55,13 +65,25 @@ class ExecutionState:
     error: str | None = None
     cause: str | None = None
     output: dict[str, Any] | None = None
+    name: str = ""
 
 
 class ExecutionPort(Protocol):
     def start(self, name: str, execution_input: dict[str, Any]) -> str:
-        """Start (or find, for the same name and input) the execution and return its ARN."""
+        """Start the execution, or return the ARN of the one that has this name already, and return its ARN."""
+
+    def find(self, name: str) -> ExecutionState | None:
+        """The execution of this state machine with this name, or None."""
 
     def describe(self, execution_arn: str) -> ExecutionState: ...
+
+    def running(self, name_prefix: str) -> list[ExecutionState]:
+        """The running executions whose names start with ``name_prefix``."""
+
+
+# --- alerts -----------------------------------------------------------------------------------------------------
+class AlertPort(Protocol):
+    def publish(self, alert: Alert) -> None: ...
 
 
 # --- databases --------------------------------------------------------------------------------------------------

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import SecretStr
 
 from rotator_core.errors import (
     AuthenticationFailed,
-    EndpointUnreachable,
-    RotatorError,
     SecretInvalid,
     WriteRefusedOnReplica,
 )
@@ -22,9 +20,7 @@ from rotator_core.models import (
     STAGE_PENDING,
     STAGE_PREVIOUS,
     DatabaseSecret,
-    EndpointRestore,
     SetPasswordReport,
-    TopologyEndpoint,
 )
 from rotator_core.ports import ConnectionTarget, Credentials, DatabaseEngine, DatabaseSession
 
@@ -44,6 +40,10 @@ def credentials(secret: DatabaseSecret) -> Credentials:
     return Credentials(secret.username, secret.password)
 
 
+# Which version's credentials log in on the primary (probed by the rollback). Unreachable is an error, not a probe.
+Probe = Literal["current", "pending", "neither"]
+
+
 class RotationStrategy(Protocol):
     name: str
 
@@ -51,13 +51,24 @@ class RotationStrategy(Protocol):
         """The AWSPENDING value: the current one with the new password (and, for alternating users, the other user).
         Raises SecretInvalid when the current value cannot be rotated this way."""
 
+    def is_pending_of(self, current: DatabaseSecret, pending: DatabaseSecret) -> bool:
+        """Whether ``pending`` is what ``pending_secret`` makes of ``current`` (any password): False means the secret
+        was rewritten after the rotation began."""
+
     def set_on_primary(
         self, engine: DatabaseEngine, target: ConnectionTarget, versions: SecretVersions
     ) -> SetPasswordReport: ...
 
+    def probe_primary(
+        self, engine: DatabaseEngine, target: ConnectionTarget, base: DatabaseSecret | None, pending: DatabaseSecret
+    ) -> Probe:
+        """Which of ``base`` (the version the rotation started from; None: don't try it) and ``pending`` logs in.
+        Raises EndpointUnreachable (or DatabaseError) when the primary cannot answer."""
+
     def restore_primary(
-        self, engine: DatabaseEngine, target: ConnectionTarget, endpoint: TopologyEndpoint, versions: SecretVersions
-    ) -> EndpointRestore: ...
+        self, engine: DatabaseEngine, target: ConnectionTarget, base: DatabaseSecret, pending: DatabaseSecret
+    ) -> None:
+        """Put the primary back on ``base``'s credentials, logged in with ``pending``'s."""
 
 
 class SingleUserStrategy:
@@ -67,6 +78,9 @@ class SingleUserStrategy:
 
     def pending_secret(self, current: DatabaseSecret, password: SecretStr) -> DatabaseSecret:
         return current.with_password(password)
+
+    def is_pending_of(self, current: DatabaseSecret, pending: DatabaseSecret) -> bool:
+        return current.with_password(pending.password).to_secret_string() == pending.to_secret_string()
 
     def set_on_primary(
         self, engine: DatabaseEngine, target: ConnectionTarget, versions: SecretVersions
@@ -95,35 +109,26 @@ class SingleUserStrategy:
             "none of AWSCURRENT, AWSPENDING or AWSPREVIOUS logs in on the primary", endpoint=address
         )
 
+    def probe_primary(
+        self, engine: DatabaseEngine, target: ConnectionTarget, base: DatabaseSecret | None, pending: DatabaseSecret
+    ) -> Probe:
+        candidates: tuple[tuple[Probe, DatabaseSecret | None], ...] = (("current", base), ("pending", pending))
+        for probe, secret in candidates:
+            if secret is None:
+                continue
+            try:
+                with engine.session(target, credentials(secret)) as session:
+                    session.run_test_query()
+                return probe
+            except AuthenticationFailed:
+                continue
+        return "neither"
+
     def restore_primary(
-        self, engine: DatabaseEngine, target: ConnectionTarget, endpoint: TopologyEndpoint, versions: SecretVersions
-    ) -> EndpointRestore:
-        address = target.endpoint.address
-        try:
-            with engine.session(target, credentials(versions.current)) as session:
-                session.run_test_query()
-            return EndpointRestore(endpoint=address, role=endpoint.role, outcome="unchanged")
-        except AuthenticationFailed:
-            pass
-        except RotatorError as exc:
-            return _not_restored(address, endpoint, exc)
-        if versions.pending is None:
-            return EndpointRestore(
-                endpoint=address, role=endpoint.role, outcome="cannot_restore", detail="AWSCURRENT does not log in"
-            )
-        try:
-            with engine.session(target, credentials(versions.pending)) as session:
-                session.set_password(session.current_account(), versions.current.password)
-        except AuthenticationFailed:
-            return EndpointRestore(
-                endpoint=address,
-                role=endpoint.role,
-                outcome="cannot_restore",
-                detail="neither AWSCURRENT nor AWSPENDING logs in: the password was changed outside the rotation",
-            )
-        except RotatorError as exc:
-            return _not_restored(address, endpoint, exc)
-        return EndpointRestore(endpoint=address, role=endpoint.role, outcome="restored")
+        self, engine: DatabaseEngine, target: ConnectionTarget, base: DatabaseSecret, pending: DatabaseSecret
+    ) -> None:
+        with engine.session(target, credentials(pending)) as session:
+            _write_password(session, target.endpoint.address, base.password)
 
 
 def _write_password(session: DatabaseSession, address: str, password: SecretStr) -> None:
@@ -131,11 +136,6 @@ def _write_password(session: DatabaseSession, address: str, password: SecretStr)
     if session.is_replica():
         raise WriteRefusedOnReplica("refusing to change a password on a replicating replica", endpoint=address)
     session.set_password(session.current_account(), password)
-
-
-def _not_restored(address: str, endpoint: TopologyEndpoint, exc: RotatorError) -> EndpointRestore:
-    outcome = "unreachable" if isinstance(exc, EndpointUnreachable) else "cannot_restore"
-    return EndpointRestore(endpoint=address, role=endpoint.role, outcome=outcome, detail=exc.detail)
 
 
 # A secret naming ``masterarn`` is rotated with alternating users, as by AWS's multi-user functions.

@@ -1,23 +1,28 @@
-"""What each state machine task does. Plain Python over the SecretStore port and the engine registry."""
+"""What each state machine task does. Plain Python over the SecretStore port and the engine registry.
+
+Every task derives the endpoints it acts on from the secret itself: an endpoint named in the input is only a choice
+among the secret's own (the state machine's Map iterates over them), so invoking a task by hand cannot send a
+password anywhere else.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from rotator_core.alerts import build_alert, summarize
 from rotator_core.engines import EngineRegistry
 from rotator_core.errors import (
     AuthenticationFailed,
-    EndpointUnreachable,
     InvalidEvent,
     PendingValueMissing,
     ReplicaNotInSync,
-    RotatorError,
+    SecretChangedDuringRotation,
     SecretInvalid,
+    TokenNotFound,
+    TokenNotPending,
     TopologyMismatch,
-    UnsupportedEngine,
 )
 from rotator_core.models import (
     STAGE_CURRENT,
@@ -25,7 +30,6 @@ from rotator_core.models import (
     STAGE_PREVIOUS,
     DatabaseSecret,
     EndpointReport,
-    EndpointRestore,
     PromoteReport,
     RollbackInput,
     RollbackReport,
@@ -36,7 +40,7 @@ from rotator_core.models import (
     Topology,
     TopologyEndpoint,
 )
-from rotator_core.ports import ConnectionTarget, SecretStore
+from rotator_core.ports import ConnectionTarget, SecretMetadata, SecretStore, SecretVersion
 from rotator_core.strategies import SecretVersions, credentials, strategy_for
 from rotator_core.topology import topology_of
 
@@ -47,6 +51,28 @@ class TaskSettings:
     # Quick polls inside one task before reporting ReplicaNotInSync; the state machine's Retry adds longer backoff.
     replica_polls: int = 5
     replica_poll_interval: float = 0.2
+    # How long the rollback keeps trying to reach a primary that may hold AWSPENDING's password (RECOVERY_PERIOD_*).
+    recovery_period_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """A secret version and its parsed value."""
+
+    version_id: str
+    secret: DatabaseSecret
+    created: datetime | None
+
+
+def require_pending(metadata: SecretMetadata, token: str) -> list[str]:
+    """The token's labels, if it is a rotation in progress (AWSPENDING); else the execution is refused."""
+    stages = metadata.versions.get(token)
+    if stages is None:
+        raise TokenNotFound(f"version {token} is not a version of secret {metadata.arn}")
+    if STAGE_PENDING not in stages:
+        state = "already AWSCURRENT: the rotation is complete" if STAGE_CURRENT in stages else "not AWSPENDING"
+        raise TokenNotPending(f"version {token} of secret {metadata.arn} is {state}")
+    return stages
 
 
 class RotationTasks:
@@ -56,34 +82,33 @@ class RotationTasks:
         engines: EngineRegistry,
         settings: TaskSettings | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._secrets = secrets
         self._settings = settings or TaskSettings()
         self._engines = engines
         self._sleep = sleep
+        self._now = now
 
     # --- loading ------------------------------------------------------------------------------------------------
-    def _load(self, secret_id: str, *, stage: str, version_id: str | None = None) -> DatabaseSecret | None:
-        value = self._secrets.get_value(secret_id, version_id=version_id, stage=stage)
-        return None if value is None else DatabaseSecret.from_secret_string(value, label=stage)
+    def load(self, secret_id: str, *, stage: str | None = None, version_id: str | None = None) -> LoadedVersion | None:
+        """The version (by stage and/or id) with its value parsed; None when it has no value. Raises SecretInvalid."""
+        version = self._secrets.get_version(secret_id, version_id=version_id, stage=stage)
+        return None if version is None else _parse(version, stage or f"version {version_id}")
 
-    def _current(self, task: TaskInput) -> DatabaseSecret:
-        current = self._load(task.secret_id, stage=STAGE_CURRENT)
+    def _current(self, task: TaskInput) -> LoadedVersion:
+        current = self.load(task.secret_id, stage=STAGE_CURRENT)
         if current is None:
             raise SecretInvalid("the secret has no AWSCURRENT value")
         return current
 
     def _pending(self, task: TaskInput) -> DatabaseSecret:
-        pending = self._load(task.secret_id, stage=STAGE_PENDING, version_id=task.token)
+        pending = self.load(task.secret_id, stage=STAGE_PENDING, version_id=task.token)
         if pending is None:
             raise PendingValueMissing(f"no AWSPENDING value for version {task.token}")
-        return pending
+        return pending.secret
 
-    def _versions(self, task: TaskInput, *, with_previous: bool = False) -> SecretVersions:
-        previous = self._load(task.secret_id, stage=STAGE_PREVIOUS) if with_previous else None
-        return SecretVersions(current=self._current(task), pending=self._pending(task), previous=previous)
-
-    def _target(self, secret: DatabaseSecret, endpoint: TopologyEndpoint) -> ConnectionTarget:
+    def target(self, secret: DatabaseSecret, endpoint: TopologyEndpoint) -> ConnectionTarget:
         return ConnectionTarget(
             endpoint=endpoint,
             dbname=secret.dbname,
@@ -91,26 +116,40 @@ class RotationTasks:
             connect_timeout=self._settings.connect_timeout,
         )
 
-    @staticmethod
-    def _endpoint(task: TaskInput) -> TopologyEndpoint:
+    def topology(self, secret: DatabaseSecret) -> Topology:
+        return topology_of(secret, self._engines.family(secret.engine))
+
+    def _own_endpoint(self, task: TaskInput, secret: DatabaseSecret) -> TopologyEndpoint:
+        """The secret's endpoint the input names (with the secret's own role for it); any other is refused."""
         if task.endpoint is None:
             raise InvalidEvent("the task input names no endpoint")
-        return task.endpoint
+        endpoint = self.topology(secret).find(task.endpoint.address)
+        if endpoint is None:
+            raise InvalidEvent(f"{task.endpoint.address} is not an endpoint of secret {task.secret_id}")
+        return endpoint
 
     # --- tasks --------------------------------------------------------------------------------------------------
     def resolve_endpoints(self, task: TaskInput) -> Topology:
-        """The endpoints of the version being rotated (pending, or current before createSecret has run)."""
-        secret = self._load(task.secret_id, stage=STAGE_PENDING, version_id=task.token) or self._current(task)
-        family = self._engines.family(secret.engine)
+        """The endpoints of the version being rotated, and the AWSCURRENT version the execution starts from.
+
+        Refuses an execution whose token is not a rotation in progress, and a rotation whose AWSCURRENT was rewritten
+        after it began, before anything touches a database."""
+        metadata = self._secrets.describe(task.secret_id)
+        require_pending(metadata, task.token)
+        current = self._current(task)
+        pending = self.load(metadata.arn, stage=STAGE_PENDING, version_id=task.token)
+        if pending is not None:
+            check_unchanged(current, pending)
+        secret = pending.secret if pending is not None else current.secret
         strategy_for(secret)  # reject unsupported strategies before anything touches a database
-        return topology_of(secret, family)
+        return self.topology(secret).model_copy(update={"current_version": current.version_id})
 
     def check_current(self, task: TaskInput) -> EndpointReport:
         """Preflight: AWSCURRENT logs in, and the endpoint's role is what the secret says."""
-        endpoint = self._endpoint(task)
-        current = self._current(task)
+        current = self._current(task).secret
+        endpoint = self._own_endpoint(task, current)
         engine = self._engines.engine(current.engine)
-        with engine.session(self._target(current, endpoint), credentials(current)) as session:
+        with engine.session(self.target(current, endpoint), credentials(current)) as session:
             session.run_test_query()
             is_replica = session.is_replica()
         if endpoint.role == "primary" and is_replica:
@@ -122,20 +161,26 @@ class RotationTasks:
         return EndpointReport(endpoint=endpoint.address, role=endpoint.role, result="current password works")
 
     def set_password(self, task: TaskInput) -> SetPasswordReport:
-        endpoint = self._endpoint(task)
-        versions = self._versions(task, with_previous=True)
-        pending = versions.pending
-        assert pending is not None, "_versions always loads the pending version"
+        pending = self._pending(task)
+        endpoint = self._own_endpoint(task, pending)
+        if endpoint.role != "primary":
+            raise InvalidEvent(f"{endpoint.address} is a replica: the password is set on the primary only")
+        previous = self.load(task.secret_id, stage=STAGE_PREVIOUS)
+        versions = SecretVersions(
+            current=self._current(task).secret,
+            pending=pending,
+            previous=previous.secret if previous is not None else None,
+        )
         engine = self._engines.engine(pending.engine)
-        return strategy_for(pending).set_on_primary(engine, self._target(pending, endpoint), versions)
+        return strategy_for(pending).set_on_primary(engine, self.target(pending, endpoint), versions)
 
-    def _poll_login(self, secret: DatabaseSecret, endpoint: TopologyEndpoint) -> int:
+    def poll_login(self, secret: DatabaseSecret, endpoint: TopologyEndpoint) -> int:
         """Log in with ``secret`` until it works; replicas get a few quick polls to absorb replication lag."""
         engine = self._engines.engine(secret.engine)
         polls = self._settings.replica_polls if endpoint.role == "replica" else 1
         for attempt in range(1, polls + 1):
             try:
-                with engine.session(self._target(secret, endpoint), credentials(secret)) as session:
+                with engine.session(self.target(secret, endpoint), credentials(secret)) as session:
                     session.run_test_query()
                 return attempt
             except AuthenticationFailed:
@@ -149,77 +194,66 @@ class RotationTasks:
 
     def verify_pending_login(self, task: TaskInput) -> EndpointReport:
         """AWSPENDING logs in and runs a test query; a replica gets quick polls for replication lag first."""
-        endpoint = self._endpoint(task)
-        attempts = self._poll_login(self._pending(task), endpoint)
+        pending = self._pending(task)
+        endpoint = self._own_endpoint(task, pending)
+        attempts = self.poll_login(pending, endpoint)
         result = "in sync" if task.step is RotationStep.SET else "new password works"
         return EndpointReport(endpoint=endpoint.address, role=endpoint.role, result=result, attempts=attempts)
 
-    # Two states' tasks, one check: after setSecret a replica is "in sync"; testSecret and finishSecret test.
+    # Two states' tasks, one check: after setSecret a replica is "in sync"; testSecret tests every endpoint.
     await_replica = verify_pending_login
     test_endpoint = verify_pending_login
 
     def promote(self, task: TaskInput) -> PromoteReport:
+        """finishSecret: AWSPENDING becomes AWSCURRENT in one UpdateSecretVersionStage call (the old version becomes
+        AWSPREVIOUS), after it has logged in on every endpoint: no version is promoted untested, whoever asks."""
         metadata = self._secrets.describe(task.secret_id)
-        current_version = metadata.version_with(STAGE_CURRENT)
-        promoted = current_version != task.token
-        if promoted:
-            self._secrets.move_stage(metadata.arn, STAGE_CURRENT, to_version=task.token, from_version=current_version)
-        if STAGE_PENDING in metadata.versions.get(task.token, []):
-            # Left behind, AWSPENDING blocks the next rotation ("a previous rotation isn't complete").
-            self._secrets.move_stage(metadata.arn, STAGE_PENDING, to_version=None, from_version=task.token)
-        return PromoteReport(promoted=promoted, previous_version=current_version if promoted else None)
+        if STAGE_CURRENT in metadata.versions.get(task.token, []):
+            return PromoteReport(promoted=False)
+        require_pending(metadata, task.token)
+        current = self._current(task)
+        pending = self.load(metadata.arn, stage=STAGE_PENDING, version_id=task.token)
+        if pending is None:
+            raise PendingValueMissing(f"no AWSPENDING value for version {task.token}")
+        check_unchanged(current, pending)
+        for endpoint in self.topology(pending.secret).endpoints:
+            self.poll_login(pending.secret, endpoint)
+        return self.promote_verified(metadata, task.token, current.version_id)
+
+    def promote_verified(self, metadata: SecretMetadata, token: str, current_version: str) -> PromoteReport:
+        """The label move itself, checked against the labels just read: never a move that could drop AWSCURRENT."""
+        if metadata.version_with(STAGE_CURRENT) != current_version or token not in metadata.versions:
+            raise SecretChangedDuringRotation(f"AWSCURRENT of secret {metadata.arn} moved while it was being promoted")
+        self._secrets.move_stage(metadata.arn, STAGE_CURRENT, to_version=token, from_version=current_version)
+        return PromoteReport(promoted=True, previous_version=current_version)
+
+    def release_pending(self, metadata: SecretMetadata, token: str) -> bool:
+        """Remove AWSPENDING from the token's version, if it is there. Returns whether it was."""
+        if STAGE_PENDING not in metadata.versions.get(token, []):
+            return False
+        self._secrets.move_stage(metadata.arn, STAGE_PENDING, to_version=None, from_version=token)
+        return True
 
     # --- rollback -----------------------------------------------------------------------------------------------
-    def _await_current(self, current: DatabaseSecret, endpoint: TopologyEndpoint) -> EndpointRestore:
-        try:
-            self._poll_login(current, endpoint)
-            return EndpointRestore(endpoint=endpoint.address, role=endpoint.role, outcome="in_sync")
-        except EndpointUnreachable as exc:
-            return EndpointRestore(
-                endpoint=endpoint.address, role=endpoint.role, outcome="unreachable", detail=exc.detail
-            )
-        except RotatorError as exc:
-            return EndpointRestore(
-                endpoint=endpoint.address, role=endpoint.role, outcome="not_in_sync", detail=exc.detail
-            )
-
     def rollback(self, task: RollbackInput) -> RollbackReport:
-        """Make the database accept AWSCURRENT again, then release AWSPENDING so the next rotation starts clean.
+        from rotator_core.recovery import Rollback  # one module per concern; this is its entry point
 
-        Stateless: it looks at what logs in now rather than trusting what the failed execution believed it did."""
-        metadata = self._secrets.describe(task.secret_id)
-        endpoints: list[EndpointRestore] = []
-        current = pending = None
-        try:
-            current = self._current(task)
-            pending = self._load(task.secret_id, stage=STAGE_PENDING, version_id=task.token)
-            engine = self._engines.engine(current.engine)
-            topology = topology_of(current, self._engines.family(current.engine))
-            versions = SecretVersions(current=current, pending=pending)
-            primary = strategy_for(current).restore_primary(
-                engine, self._target(current, topology.primary), topology.primary, versions
-            )
-            endpoints.append(primary)
-            if primary.outcome in ("unchanged", "restored"):
-                endpoints += [self._await_current(current, replica) for replica in topology.replicas]
-            database_restored = primary.outcome in ("unchanged", "restored")
-        except (SecretInvalid, UnsupportedEngine):
-            # The secret could not be read or understood, so no task could have written to the database either.
-            database_restored = True
-        # Keep AWSPENDING only when the primary may hold its password and we could not confirm otherwise.
-        primary_unknown = not database_restored and task.step is not RotationStep.CREATE
-        pending_removed = False
-        if not primary_unknown and STAGE_PENDING in metadata.versions.get(task.token, []):
-            self._secrets.move_stage(metadata.arn, STAGE_PENDING, to_version=None, from_version=task.token)
-            pending_removed = True
-        alert = build_alert(
-            metadata=metadata,
-            step=task.step,
-            failure=task.failure,
-            endpoints=endpoints,
-            database_restored=database_restored,
-            pending_removed=pending_removed,
-            execution_arn=task.execution_arn,
-            secrets=[s.password for s in (current, pending) if s is not None],
+        return Rollback(self, self._secrets, self._engines, self._settings, self._now).run(task)
+
+
+def _parse(version: SecretVersion, label: str) -> LoadedVersion | None:
+    if version.value is None:
+        return None
+    secret = DatabaseSecret.from_secret_string(version.value, label=label)
+    return LoadedVersion(version.version_id, secret, version.created)
+
+
+def check_unchanged(current: LoadedVersion, pending: LoadedVersion) -> None:
+    """AWSPENDING was made from AWSCURRENT: if AWSCURRENT was written after it, or no longer matches it, someone
+    changed the secret during the rotation, and the rotation must not overwrite that."""
+    newer = current.created is not None and pending.created is not None and current.created > pending.created
+    if newer or not strategy_for(pending.secret).is_pending_of(current.secret, pending.secret):
+        raise SecretChangedDuringRotation(
+            f"AWSCURRENT (version {current.version_id}) was changed after this rotation began: the rotation stops "
+            "rather than overwrite it"
         )
-        return RollbackReport(summary=summarize(alert), alert=alert)

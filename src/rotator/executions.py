@@ -6,9 +6,9 @@ import json
 import re
 from typing import Any
 
-# The coordinator names executions `<slug of the secret ARN's name>-<step>-<16 hex>` (rotator_core.coordinator.
-# execution_name; tests/integration/test_local_aws_stack.py checks the two agree).
-_ROTATOR_NAME = re.compile(r"(?P<slug>.+)-(createSecret|setSecret|testSecret|finishSecret)-[0-9a-f]{16}")
+# The coordinator names executions `<slug of the secret ARN's name>-<16 hex>-<step>-<attempt>` (rotator_core.
+# coordinator.execution_name; tests/integration/test_local_aws_stack.py checks the two agree).
+_ROTATOR_NAME = re.compile(r"(?P<slug>.+)-[0-9a-f]{16}-(createSecret|setSecret|testSecret|finishSecret)-[0-9]+")
 
 
 def name_slug(secret_arn: str) -> str:

@@ -133,8 +133,30 @@ def test_replay_sends_sample_events_and_reports_errors_clearly(local_stack: tupl
             }
         ),
     )
+    # With the sample's own token, which is no version of this secret, the task refuses to act
+    refused = rotator(
+        home,
+        "replay",
+        str(ROOT / "events/tasks/resolve_endpoints.json"),
+        "--secret-id",
+        "rotator/cli/replayed",
+        check=False,
+    )
+    assert refused.returncode == 1 and "TokenNotFound" in refused.stdout
+    # With the token of a rotation in progress, it resolves the secret's endpoints
+    value = secrets.get_secret_value(SecretId="rotator/cli/replayed")["SecretString"]
+    token = str(uuid.uuid4())
+    secrets.put_secret_value(
+        SecretId="rotator/cli/replayed", ClientRequestToken=token, SecretString=value, VersionStages=["AWSPENDING"]
+    )
     result = rotator(
-        home, "replay", str(ROOT / "events/tasks/resolve_endpoints.json"), "--secret-id", "rotator/cli/replayed"
+        home,
+        "replay",
+        str(ROOT / "events/tasks/resolve_endpoints.json"),
+        "--secret-id",
+        "rotator/cli/replayed",
+        "--token",
+        token,
     )
     topology = json.loads(result.stdout)
     assert topology["primary"] == {"host": primary["host"], "port": primary["port"], "role": "primary"}

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from cfn_tools import dump_yaml, load_yaml
 
+from rotator import executions
 from rotator.executions import name_slug
 from rotator.local.aws_stack import LocalAwsStack
 from rotator.local.template import load_template
@@ -137,6 +139,7 @@ import json
 import os
 import threading
 import time
+import uuid
 
 import boto3
 
@@ -218,10 +221,10 @@ def rotation(event, context):
         sm.get_secret_value(SecretId=arn, VersionId=token, VersionStage="AWSPENDING")
     elif step == "finishSecret":
         current_version = next(v for v, stages in versions.items() if "AWSCURRENT" in stages)
+        # One call, as AWS's guide says: moving AWSCURRENT also takes AWSPENDING off the version.
         sm.update_secret_version_stage(
             SecretId=arn, VersionStage="AWSCURRENT", MoveToVersionId=token, RemoveFromVersionId=current_version
         )
-        sm.update_secret_version_stage(SecretId=arn, VersionStage="AWSPENDING", RemoveFromVersionId=token)
     return None
 '''
 
@@ -322,7 +325,9 @@ def test_template_reader_deploys_functions_by_logical_id_and_ignores_other_resou
 @pytest.mark.parametrize("name", ["rotator/it/app_0123456789", "x" * 70, "rotator/weird name+with=chars"])
 def test_execution_names_start_with_the_slug_the_tools_look_for(name: str) -> None:
     arn = f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf"
-    assert execution_name(arn, "token", RotationStep.SET).startswith(name_slug(arn) + "-setSecret-")
+    name = execution_name(arn, "token", RotationStep.SET, 3)
+    assert name.startswith(name_slug(arn) + "-") and name.endswith("-setSecret-3")
+    assert executions._ROTATOR_NAME.fullmatch(name)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -678,3 +683,25 @@ def test_one_stack_runs_at_a_time(stack: LocalAwsStack, app_dir: Path) -> None:
     with pytest.raises(RuntimeError, match="another LocalAwsStack"):
         LocalAwsStack(app_dir / "template.yaml").start()
     assert stack.invoke("FlakyFunction", {"key": "still-running", "failures": 0}).ok
+
+
+def test_label_moves_are_validated_first_and_finish_secrets_one_call_clears_pending(stack: LocalAwsStack) -> None:
+    # Given a secret with a pending version
+    sm = stack.client("secretsmanager")
+    arn = sm.create_secret(Name="lst/labels", SecretString="one")["ARN"]
+    token = str(uuid.uuid4())
+    sm.put_secret_value(SecretId=arn, ClientRequestToken=token, SecretString="two", VersionStages=["AWSPENDING"])
+    current = next(v for v, s in _stages(sm, arn).items() if "AWSCURRENT" in s)
+    # When a move names a version that does not exist (a replayed promote with a made-up token)
+    with pytest.raises(ClientError, match="InvalidParameterException"):
+        sm.update_secret_version_stage(
+            SecretId=arn, VersionStage="AWSCURRENT", MoveToVersionId="0" * 32, RemoveFromVersionId=current
+        )
+    # Then AWSCURRENT is still where it was (moto alone would have dropped it)
+    assert {v: s for v, s in _stages(sm, arn).items() if s} == {current: ["AWSCURRENT"], token: ["AWSPENDING"]}
+    # And moving AWSCURRENT onto the pending version takes AWSPENDING off in the same call, as on AWS
+    sm.update_secret_version_stage(
+        SecretId=arn, VersionStage="AWSCURRENT", MoveToVersionId=token, RemoveFromVersionId=current
+    )
+    assert {v: s for v, s in _stages(sm, arn).items() if s} == {token: ["AWSCURRENT"], current: ["AWSPREVIOUS"]}
+    assert sm.get_secret_value(SecretId=arn)["SecretString"] == "two"

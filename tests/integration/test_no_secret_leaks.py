@@ -4,6 +4,7 @@ results and errors, and the PostgreSQL server logs (passwords are sent pre-hashe
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import uuid
@@ -31,6 +32,21 @@ class Capture(logging.Handler):
 
 
 @pytest.fixture
+def function_stdout() -> Iterator[io.StringIO]:
+    """Everything the functions' Powertools logger writes (stdout on Lambda). Its handler keeps the stream it found
+    when the handlers were first imported, maybe under an earlier test's capture: point it here for this test."""
+    import handlers.common as wiring
+
+    stream = io.StringIO()
+    streams = [h for h in wiring.logger._logger.handlers if isinstance(h, logging.StreamHandler)]
+    previous = [h.setStream(stream) for h in streams]
+    yield stream
+    for handler, old in zip(streams, previous, strict=True):
+        if old is not None:
+            handler.setStream(old)
+
+
+@pytest.fixture
 def captured_logs() -> Iterator[Capture]:
     capture = Capture()
     loggers = [logging.getLogger(), logging.getLogger("rotator")]
@@ -47,6 +63,7 @@ def test_no_secret_reaches_any_output(
     healthy_cluster: PgCluster,
     app_secret_factory: Any,
     captured_logs: Capture,
+    function_stdout: io.StringIO,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     # Given a successful rotation through RotateSecret
@@ -77,6 +94,7 @@ def test_no_secret_reaches_any_output(
 
     # When everything the rotator emitted is collected
     out, err = capfd.readouterr()
+    out += function_stdout.getvalue()
     everything = "\n".join(
         [*emitted_by_the_stack(aws_stack, [created, failed]), *captured_logs.records, out, err]
         + [healthy_cluster.log_file(node).read_text(errors="replace") for node in healthy_cluster.nodes]

@@ -109,7 +109,7 @@ def test_replica_lost_mid_rotation_reverts_the_primary(
     result = aws_stack.invoke("RotationFunction", step_event("set_secret.json", app.arn, token))
     # Then setSecret fails, and the rollback set the primary back to the AWSCURRENT password
     assert result.error_type == "RotationStepFailed"
-    assert "database restored, AWSPENDING removed" in (result.error_message or "")
+    assert "rolled back: the primary accepts AWSCURRENT again, AWSPENDING removed" in (result.error_message or "")
     assert logs_in(healthy_cluster, healthy_cluster.primary, app.user, app.password)
     assert logs_in_eventually(healthy_cluster, healthy_cluster.replicas[1], app.user, app.password)
     # And the lost replica, back, replays both changes and also accepts the AWSCURRENT password

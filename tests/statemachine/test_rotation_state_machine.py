@@ -117,7 +117,7 @@ def test_replica_down_during_set_rolls_back_the_primary_and_alerts_once(
     result = run_step(aws_stack, rotation, "setSecret")
     # Then it fails with the replica's error and the rollback's summary as cause
     assert (result["status"], result["error"]) == ("FAILED", "EndpointUnreachable")
-    assert "rollback: database restored, AWSPENDING removed" in result["cause"]
+    assert "rolled back: the primary accepts AWSCURRENT again, AWSPENDING removed" in result["cause"]
     # And the primary accepts the old password again, and AWSPENDING is gone
     assert cluster[PRIMARY].users["app"] == OLD_PASSWORD
     assert cluster[PRIMARY].writes == ["app", "app"]

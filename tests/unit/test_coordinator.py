@@ -5,10 +5,12 @@ import re
 
 import pytest
 
-from rotator_core.coordinator import CoordinatorSettings, RotationCoordinator, execution_name
+from rotator_core.coordinator import CoordinatorSettings, RotationCoordinator, execution_name, rotation_prefix
 from rotator_core.errors import (
     ExecutionStillRunning,
+    RotationBusy,
     RotationNotEnabled,
+    RotationRolledBack,
     RotationStepFailed,
     SecretInvalid,
     TokenNotFound,
@@ -18,7 +20,9 @@ from rotator_core.errors import (
 from rotator_core.models import PasswordPolicy, RotationEvent, RotationStep
 from rotator_core.ports import ExecutionState
 from tests.conftest import OLD_PASSWORD, TOKEN, app_secret
-from tests.fakes import FakeEngine, FakeExecutions, InMemorySecretStore, fake_engines
+from tests.fakes import FakeAlerts, FakeEngine, FakeExecutions, InMemorySecretStore, fake_engines
+
+ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rotator/app-AbCdEf"
 
 
 def event(step: str, token: str = TOKEN, rotation_token: str | None = None) -> RotationEvent:
@@ -28,11 +32,14 @@ def event(step: str, token: str = TOKEN, rotation_token: str | None = None) -> R
     return RotationEvent.model_validate(data)
 
 
-def coordinator(store: InMemorySecretStore, executions: FakeExecutions, **settings: object) -> RotationCoordinator:
+def coordinator(
+    store: InMemorySecretStore, executions: FakeExecutions, alerts: FakeAlerts | None = None, **settings: object
+) -> RotationCoordinator:
     return RotationCoordinator(
         store,
         executions,
         fake_engines(FakeEngine({})),
+        alerts or FakeAlerts(),
         CoordinatorSettings(**settings),  # type: ignore[arg-type]
         sleep=lambda _: None,
     )
@@ -56,7 +63,12 @@ def test_create_secret_stages_a_new_password_and_starts_an_execution_with_identi
     # And one execution got identifiers only
     assert outcome.status == "succeeded" and outcome.pending_created is True
     (execution_input,) = executions.started.values()
-    assert execution_input == {"secretId": store.secrets["rotator/app"].arn, "token": TOKEN, "step": "createSecret"}
+    assert execution_input == {
+        "secretId": store.secrets["rotator/app"].arn,
+        "token": TOKEN,
+        "step": "createSecret",
+        "pendingMayBeSet": False,  # no setSecret ever ran for this token: the database cannot hold AWSPENDING
+    }
     assert "rt-secret-xyz" not in json.dumps(outcome.dump())
 
 
@@ -135,13 +147,18 @@ def test_unusable_secret_fails_create_clearly_and_releases_pending(secret: dict[
     assert store.stages("rotator/app") == {"v" * 32: {"AWSCURRENT"}}
 
 
-def test_failed_execution_fails_the_step_with_its_cause(store: InMemorySecretStore) -> None:
+def test_failed_execution_fails_the_step_with_its_cause_and_the_function_does_not_alert_again(
+    store: InMemorySecretStore,
+) -> None:
     store.stage_pending("rotator/app", TOKEN, value=json.dumps(app_secret(password="new-pw-abcdef")))
     executions = FakeExecutions(
         ExecutionState("x", "RUNNING"), ExecutionState("x", "FAILED", "ReplicaNotInSync", "setSecret failed ...")
     )
-    with pytest.raises(RotationStepFailed, match=r"setSecret failed \(FAILED\): setSecret failed \.\.\."):
-        coordinator(store, executions).handle(event("setSecret"), 900)
+    alerts = FakeAlerts()
+    with pytest.raises(RotationStepFailed, match=r"setSecret-1 FAILED: setSecret failed \.\.\."):
+        coordinator(store, executions, alerts).handle(event("setSecret"), 900)
+    # The execution's rollback published the alert; the function adds none
+    assert alerts.published == []
 
 
 def test_execution_outliving_the_budget_fails_the_step_so_a_retry_resumes_it(store: InMemorySecretStore) -> None:
@@ -153,6 +170,7 @@ def test_execution_outliving_the_budget_fails_the_step_so_a_retry_resumes_it(sto
         store,
         executions,
         fake_engines(FakeEngine({})),
+        FakeAlerts(),
         CoordinatorSettings(poll_seconds=1.0, safety_margin_seconds=10),
         sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
         clock=lambda: now[0],
@@ -168,10 +186,12 @@ def test_execution_outliving_the_budget_fails_the_step_so_a_retry_resumes_it(sto
     assert len(executions.started) == 1
 
 
-def test_execution_names_are_deterministic_short_and_valid() -> None:
-    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/payments/db.main-user+x-AbCdEf"
-    names = {execution_name(arn, TOKEN, step) for step in RotationStep}
-    assert len(names) == 4
+def test_execution_names_are_deterministic_short_valid_and_share_the_rotations_prefix() -> None:
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/payments/db.main-user+x-AbCdEf" + "x" * 60
+    names = {execution_name(arn, TOKEN, step, attempt) for step in RotationStep for attempt in (1, 25)}
+    assert len(names) == 8
+    assert all(name.startswith(rotation_prefix(arn, TOKEN)) for name in names)
+    assert not execution_name(arn, "b" * 36, RotationStep.SET).startswith(rotation_prefix(arn, TOKEN))
     assert execution_name(arn, TOKEN, RotationStep.SET) == execution_name(arn, TOKEN, RotationStep.SET)
     assert execution_name(arn, "b" * 36, RotationStep.SET) != execution_name(arn, TOKEN, RotationStep.SET)
     for name in names:
@@ -183,3 +203,127 @@ def test_pending_value_existing_for_the_token_is_validated_not_replaced(store: I
     with pytest.raises(SecretInvalid):
         coordinator(store, FakeExecutions()).handle(event("createSecret"), 900)
     assert store.value("rotator/app", "AWSPENDING") == "not json"
+
+
+# --- retried steps run again; one rotation at a time ---------------------------------------------------------------
+def test_a_step_re_invoked_after_its_execution_failed_starts_the_next_attempt(store: InMemorySecretStore) -> None:
+    # Given setSecret's first execution failed and the token is still AWSPENDING (Secrets Manager retries later)
+    store.stage_pending("rotator/app", TOKEN, value=json.dumps(app_secret(password="new-pw-abcdef")))
+    executions = FakeExecutions(ExecutionState("x", "FAILED", "EndpointUnreachable", "setSecret failed ..."))
+    with pytest.raises(RotationStepFailed):
+        coordinator(store, executions).handle(event("setSecret"), 900)
+    # When the step is invoked again
+    outcome = coordinator(store, executions).handle(event("setSecret"), 900)
+    # Then a second attempt ran (a new name), instead of replaying the old failure
+    assert outcome.status == "succeeded"
+    assert [name.rsplit("-", 2)[1:] for name in executions.started] == [["setSecret", "1"], ["setSecret", "2"]]
+
+
+def test_concurrent_invocations_of_a_running_step_attach_to_its_execution(store: InMemorySecretStore) -> None:
+    store.stage_pending("rotator/app", TOKEN, value=json.dumps(app_secret(password="new-pw-abcdef")))
+    executions = FakeExecutions()
+    executions.start(execution_name(ARN, TOKEN, RotationStep.TEST), {})
+    coordinator(store, executions).handle(event("testSecret"), 900)
+    assert len(executions.started) == 1
+
+
+def test_no_step_runs_while_another_execution_of_the_rotation_is_running(store: InMemorySecretStore) -> None:
+    # Given setSecret's rollback is still waiting out an outage when Secrets Manager retries the rotation
+    store.stage_pending("rotator/app", TOKEN, value=json.dumps(app_secret(password="new-pw-abcdef")))
+    executions = FakeExecutions()
+    busy = execution_name(ARN, TOKEN, RotationStep.SET)
+    executions.start(busy, {})
+    alerts = FakeAlerts()
+    # When createSecret is invoked again
+    with pytest.raises(RotationBusy, match=busy):
+        coordinator(store, executions, alerts).handle(event("createSecret"), 900)
+    # Then it started nothing, named the running execution, and did not alert (that execution will)
+    assert list(executions.started) == [busy]
+    assert alerts.published == []
+
+
+def test_create_after_an_earlier_set_attempt_says_the_database_may_hold_pending(store: InMemorySecretStore) -> None:
+    store.stage_pending("rotator/app", TOKEN, value=json.dumps(app_secret(password="new-pw-abcdef")))
+    executions = FakeExecutions(ExecutionState("x", "FAILED", "EndpointUnreachable", "..."))
+    with pytest.raises(RotationStepFailed):
+        coordinator(store, executions).handle(event("setSecret"), 900)
+    coordinator(store, executions).handle(event("createSecret"), 900)
+    assert executions.started[execution_name(ARN, TOKEN, RotationStep.CREATE)]["pendingMayBeSet"] is True
+
+
+def test_a_retry_of_a_rotation_the_rotator_rolled_back_fails_without_a_second_alert(
+    store: InMemorySecretStore,
+) -> None:
+    # Given a rotation whose setSecret execution failed and whose rollback released AWSPENDING
+    executions = FakeExecutions()
+    executions.start(execution_name(ARN, TOKEN, RotationStep.CREATE), {})
+    store.secrets["rotator/app"].versions[TOKEN] = type(store.secrets["rotator/app"].versions["v" * 32])("{}", set())
+    alerts = FakeAlerts()
+    # When Secrets Manager retries it with the same token
+    with pytest.raises(RotationRolledBack, match="rolled this rotation back"):
+        coordinator(store, executions, alerts).handle(event("createSecret"), 900)
+    assert alerts.published == []
+
+
+# --- every failure alerts, once ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("secret", "error_type"),
+    [({"engine": "postgres", "host": "x"}, "SecretInvalid"), (app_secret(engine="oracle"), "UnsupportedEngine")],
+)
+def test_a_secret_refused_before_any_execution_alerts_that_nothing_changed(
+    secret: dict[str, object], error_type: str
+) -> None:
+    store = InMemorySecretStore()
+    store.create("rotator/app", json.dumps(secret))
+    store.stage_pending("rotator/app", TOKEN)
+    alerts = FakeAlerts()
+    with pytest.raises((SecretInvalid, UnsupportedEngine)):
+        coordinator(store, FakeExecutions(), alerts).handle(event("createSecret"), 900)
+    (alert,) = alerts.published
+    assert (alert.error_type, alert.source, alert.outcome) == (error_type, "rotation function", "nothing_changed")
+    assert alert.pending_removed is True and alert.database_restored is None
+    assert "Nothing was changed" in alert.action and OLD_PASSWORD not in json.dumps(alert.dump())
+
+
+def test_an_entry_gate_refusal_alerts(store: InMemorySecretStore) -> None:
+    alerts = FakeAlerts()
+    with pytest.raises(TokenNotFound):
+        coordinator(store, FakeExecutions(), alerts).handle(event("setSecret", token="f" * 36), 900)
+    (alert,) = alerts.published
+    assert alert.error_type == "TokenNotFound" and alert.pending_removed is False
+
+
+def test_start_execution_refused_alerts(store: InMemorySecretStore) -> None:
+    store.stage_pending("rotator/app", TOKEN, value=json.dumps(app_secret(password="new-pw-abcdef")))
+    executions = FakeExecutions()
+
+    def refuse(name: str, execution_input: dict[str, object]) -> str:
+        raise PermissionError("AccessDeniedException: not authorized to perform states:StartExecution")
+
+    executions.start = refuse  # type: ignore[method-assign]
+    alerts = FakeAlerts()
+    with pytest.raises(PermissionError):
+        coordinator(store, executions, alerts).handle(event("setSecret"), 900)
+    (alert,) = alerts.published
+    assert alert.error_type == "PermissionError" and "StartExecution" in alert.message
+
+
+def test_an_execution_refused_by_its_own_checks_is_alerted_by_the_function(store: InMemorySecretStore) -> None:
+    store.stage_pending("rotator/app", TOKEN, value=json.dumps(app_secret(password="new-pw-abcdef")))
+    executions = FakeExecutions(ExecutionState("x", "FAILED", "TokenNotPending", "version … is not AWSPENDING"))
+    alerts = FakeAlerts()
+    with pytest.raises(RotationStepFailed):
+        coordinator(store, executions, alerts).handle(event("testSecret"), 900)
+    (alert,) = alerts.published
+    assert alert.error_type == "RotationStepFailed"
+
+
+def test_an_alert_that_cannot_be_published_does_not_hide_the_steps_error(store: InMemorySecretStore) -> None:
+    alerts = FakeAlerts()
+
+    def fail(alert: object) -> None:
+        raise ConnectionError("SNS is down")
+
+    alerts.publish = fail  # type: ignore[method-assign]
+    with pytest.raises(TokenNotFound):
+        coordinator(store, FakeExecutions(), alerts).handle(event("setSecret", token="f" * 36), 900)

@@ -53,10 +53,52 @@ def test_retried_and_caught_error_names_are_domain_errors() -> None:
     named = set()
     for _, state, _ in all_states(DEFINITION["States"]):
         for rule in state.get("Retry", []) + state.get("Catch", []):
-            named |= {e for e in rule["ErrorEquals"] if not e.startswith(("States.", "Lambda."))}
-    assert named == {"EndpointUnreachable", "ReplicaNotInSync"}
+            named |= {
+                e for e in rule["ErrorEquals"] if not e.startswith(("States.", "Lambda.", "Sandbox.", "Runtime."))
+            }
+    assert named == {
+        "EndpointUnreachable",
+        "ReplicaNotInSync",
+        "ServiceUnavailable",
+        "RecoveryPending",
+        "DatabaseError",
+        "TokenNotFound",
+        "TokenNotPending",
+        "RotationNotEnabled",
+        "SecretNotFound",
+        "InvalidEvent",
+    }
     for name in named:
         assert issubclass(getattr(errors, name), errors.RotatorError)
+
+
+def test_every_lambda_task_retries_lambda_service_errors_alike() -> None:
+    lambda_tasks = [
+        s for _, s, _ in all_states(DEFINITION["States"]) if s["Type"] == "Task" and "Function" in s["Resource"]
+    ]
+    retriers = [json.dumps(s["Retry"][0], sort_keys=True) for s in lambda_tasks]
+    assert len(lambda_tasks) == 7 and len(set(retriers)) == 1
+    assert json.loads(retriers[0])["ErrorEquals"][0] == "Lambda.ServiceException"
+
+
+def test_the_rollback_outlasts_outages_with_backoff_capped_at_a_minute() -> None:
+    (recovery,) = [r for r in DEFINITION["States"]["Roll back"]["Retry"] if r["ErrorEquals"] == ["RecoveryPending"]]
+    assert recovery["MaxDelaySeconds"] <= 60 and recovery["BackoffRate"] > 1
+    # Enough attempts for the longest recovery period (12 h) at the cap; the task itself ends the wait
+    assert recovery["MaxAttempts"] * recovery["MaxDelaySeconds"] >= 12 * 3600
+    assert DEFINITION["TimeoutSeconds"] > 12 * 3600
+
+
+def test_arns_in_the_definition_are_substitutions_never_partition_literals() -> None:
+    assert "arn:aws" not in json.dumps(DEFINITION)
+
+
+def test_a_refused_execution_ends_without_a_rollback() -> None:
+    catches = DEFINITION["States"]["Resolve endpoints"]["Catch"]
+    assert (
+        catches[0]["Next"] == "Refused: not a rotation in progress" and "TokenNotPending" in catches[0]["ErrorEquals"]
+    )
+    assert DEFINITION["States"][catches[0]["Next"]]["Type"] == "Fail"
 
 
 @pytest.mark.parametrize("name", ["Rotation failed", "Rotation failed; rollback incomplete", "Unknown step"])

@@ -11,9 +11,13 @@ from rotator_core.errors import (
     InvalidEvent,
     PendingValueMissing,
     ReplicaNotInSync,
+    SecretChangedDuringRotation,
+    TokenNotFound,
+    TokenNotPending,
     TopologyMismatch,
+    WriteRefusedOnReplica,
 )
-from rotator_core.models import Failure, RollbackInput, TaskInput, TopologyEndpoint
+from rotator_core.models import Failure, TaskInput, TopologyEndpoint
 from rotator_core.tasks import RotationTasks, TaskSettings
 from tests.conftest import OLD_PASSWORD, TOKEN, app_secret
 from tests.fakes import FakeEngine, FakeServer, InMemorySecretStore, fake_engines
@@ -82,12 +86,16 @@ def test_set_password_changes_the_primary_once(tasks: RotationTasks, cluster: di
     assert cluster[PRIMARY.address].writes == ["app"]
 
 
-def test_set_password_refuses_to_write_to_a_replica(tasks: RotationTasks, cluster: dict[str, FakeServer]) -> None:
-    cluster[REPLICA.address].users = {"app": OLD_PASSWORD}
-    cluster[REPLICA.address].lag = 99
-    with pytest.raises(Exception, match="replica"):
-        tasks.set_password(task(endpoint=REPLICA))
-    assert cluster[REPLICA.address].writes == []
+def test_set_password_refuses_to_write_when_the_primary_has_become_a_replica(
+    tasks: RotationTasks, cluster: dict[str, FakeServer]
+) -> None:
+    # Given a failover turned the secret's primary into a replicating replica
+    primary = cluster[PRIMARY.address]
+    primary.replica_of = FakeServer(users=dict(primary.users))
+    # Then the password is not changed there (it would be refused, or break replication)
+    with pytest.raises(WriteRefusedOnReplica, match="replicating replica"):
+        tasks.set_password(task(endpoint=PRIMARY))
+    assert primary.writes == []
 
 
 def test_set_password_with_no_working_credentials_fails_clearly(
@@ -130,84 +138,77 @@ def test_tasks_after_create_need_the_pending_value(store: InMemorySecretStore, t
         tasks.await_replica(task(endpoint=REPLICA))
 
 
-def test_promote_moves_current_and_removes_pending_idempotently(
-    store: InMemorySecretStore, tasks: RotationTasks
+def test_promote_verifies_every_endpoint_then_moves_current_in_one_call_idempotently(
+    store: InMemorySecretStore, tasks: RotationTasks, cluster: dict[str, FakeServer]
 ) -> None:
+    # Given the new password is set on the primary (and replicated)
+    tasks.set_password(task(endpoint=PRIMARY))
+    # When finishSecret's promote runs twice
     first = tasks.promote(task("finishSecret"))
     second = tasks.promote(task("finishSecret"))
+    # Then AWSCURRENT moved once, in a single label call that also took AWSPENDING off (as AWS's guide says)
     assert first.promoted and first.previous_version == "v" * 32
     assert not second.promoted
     assert store.stages("rotator/app") == {TOKEN: {"AWSCURRENT"}, "v" * 32: {"AWSPREVIOUS"}}
+    assert [c for c in store.calls if c[0] == "move_stage"] == [("move_stage", ("AWSCURRENT", TOKEN, "v" * 32))]
 
 
-def rollback_input(step: str = "setSecret", cause: str = "") -> RollbackInput:
-    return RollbackInput(
-        secret_id="rotator/app",
-        token=TOKEN,
-        step=step,
-        state="Roll back",  # type: ignore[arg-type]
-        execution_arn="arn:aws:states:eu-west-1:123456789012:execution:Rotation:x",
-        failure=Failure(Error="ReplicaNotInSync", Cause=cause),
-    )
-
-
-def test_rollback_after_set_restores_the_primary_and_releases_pending(
+def test_promote_refuses_a_version_that_does_not_log_in_everywhere(
     store: InMemorySecretStore, tasks: RotationTasks, cluster: dict[str, FakeServer]
 ) -> None:
-    # Given the primary has the new password and a replica failed to sync
-    tasks.set_password(task(endpoint=PRIMARY))
-    cause = json.dumps(
-        {
-            "errorType": "ReplicaNotInSync",
-            "errorMessage": f"lag with {NEW_PASSWORD} [state=Wait for new password on replica; endpoint=10.0.0.2:5432]",
-            "stackTrace": ["frame"],
-        }
+    # Given AWSPENDING was never set on the database (a promote invoked by hand, out of order)
+    before = store.stages("rotator/app")
+    # Then nothing is promoted
+    with pytest.raises(AuthenticationFailed):
+        tasks.promote(task("finishSecret"))
+    assert store.stages("rotator/app") == before
+
+
+@pytest.mark.parametrize("token", ["v" * 32 + "-not-a-version", "p" * 32])
+def test_promote_refuses_a_token_that_is_not_pending_and_moves_no_label(
+    store: InMemorySecretStore, tasks: RotationTasks, token: str
+) -> None:
+    # Given a token that is no version, or a version that is only AWSPREVIOUS
+    store.secrets["rotator/app"].versions["p" * 32] = type(store.secrets["rotator/app"].versions["v" * 32])(
+        json.dumps(app_secret()), {"AWSPREVIOUS"}
     )
-    # When the rollback runs
-    report = tasks.rollback(rollback_input(cause=cause))
-    # Then the old password works on the primary and on every replica, AWSPENDING is gone
-    assert cluster[PRIMARY.address].users["app"] == OLD_PASSWORD
-    assert [e.outcome for e in report.alert.endpoints] == ["restored", "in_sync", "in_sync"]
-    assert store.stages("rotator/app") == {"v" * 32: {"AWSCURRENT"}}
-    # And the alert names the state and endpoint, with no password and no stack trace
-    alert = report.alert
-    assert (alert.failed_state, alert.endpoint, alert.error_type) == (
-        "Wait for new password on replica",
-        "10.0.0.2:5432",
-        "ReplicaNotInSync",
-    )
-    assert alert.database_restored and alert.pending_removed
-    assert NEW_PASSWORD not in json.dumps(alert.dump()) and "frame" not in json.dumps(alert.dump())
-    assert alert.console_url and "eu-west-1" in alert.console_url
-    assert "database restored, AWSPENDING removed" in report.summary
+    before = store.stages("rotator/app")
+    with pytest.raises((TokenNotFound, TokenNotPending)):
+        tasks.promote(TaskInput(secret_id="rotator/app", token=token, step="finishSecret"))  # type: ignore[arg-type]
+    assert store.stages("rotator/app") == before
 
 
-def test_rollback_when_nothing_was_changed_leaves_the_database_alone(
-    tasks: RotationTasks, cluster: dict[str, FakeServer]
+def test_resolve_refuses_a_token_that_is_not_a_rotation_in_progress(tasks: RotationTasks) -> None:
+    with pytest.raises(TokenNotPending, match="already AWSCURRENT"):
+        tasks.resolve_endpoints(TaskInput(secret_id="rotator/app", token="v" * 32, step="setSecret"))  # type: ignore[arg-type]
+
+
+def test_resolve_records_the_current_version_the_execution_starts_from(tasks: RotationTasks) -> None:
+    assert tasks.resolve_endpoints(task()).current_version == "v" * 32
+
+
+def test_resolve_refuses_a_rotation_whose_current_value_was_rewritten(
+    store: InMemorySecretStore, tasks: RotationTasks
 ) -> None:
-    report = tasks.rollback(rollback_input("createSecret"))
-    assert report.alert.endpoints[0].outcome == "unchanged"
-    assert cluster[PRIMARY.address].writes == []
+    # Given an operator put a new AWSCURRENT value after createSecret
+    store.put_current("rotator/app", json.dumps(app_secret(host="10.9.9.9")), "w" * 32)
+    with pytest.raises(SecretChangedDuringRotation):
+        tasks.resolve_endpoints(task("setSecret"))
 
 
-def test_rollback_with_the_primary_unreachable_keeps_pending_and_asks_for_action(
-    store: InMemorySecretStore, tasks: RotationTasks, cluster: dict[str, FakeServer]
-) -> None:
-    tasks.set_password(task(endpoint=PRIMARY))
-    cluster[PRIMARY.address].down = True
-    report = tasks.rollback(rollback_input())
-    assert not report.alert.database_restored and not report.alert.pending_removed
-    assert "Manual action needed" in report.alert.action
-    assert TOKEN in store.stages("rotator/app")
+@pytest.mark.parametrize("name", ["check_current", "set_password", "await_replica", "test_endpoint"])
+def test_a_task_refuses_an_endpoint_the_secret_does_not_name(tasks: RotationTasks, name: str) -> None:
+    # Given an input naming a host that is not the secret's (whoever may invoke the task function)
+    stranger = TopologyEndpoint(host="203.0.113.7", port=5432, role="primary")
+    # Then no password is sent there
+    with pytest.raises(InvalidEvent, match="is not an endpoint of secret"):
+        getattr(tasks, name)(task(endpoint=stranger))
 
 
-def test_rollback_when_someone_else_changed_the_password_says_so(
-    tasks: RotationTasks, cluster: dict[str, FakeServer]
-) -> None:
-    cluster[PRIMARY.address].users["app"] = "changed-by-someone-else"
-    report = tasks.rollback(rollback_input())
-    assert report.alert.endpoints[0].outcome == "cannot_restore"
-    assert "outside the rotation" in (report.alert.endpoints[0].detail or "")
+def test_set_password_refuses_a_replica_endpoint(tasks: RotationTasks, cluster: dict[str, FakeServer]) -> None:
+    with pytest.raises(InvalidEvent, match="is a replica"):
+        tasks.set_password(task(endpoint=REPLICA))
+    assert cluster[REPLICA.address].writes == []
 
 
 def test_parse_failure_handles_non_lambda_errors() -> None:

@@ -6,7 +6,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from handlers.common import FunctionEnvironment, RotationEnvironment, environment
+from handlers.common import FunctionEnvironment, environment
+from handlers.rotation import RotationEnvironment
 from rotator_aws.secrets_manager import SecretsManagerStore
 from rotator_core.errors import ConfigurationError, SecretNotFound
 from rotator_core.models import PasswordPolicy
@@ -72,7 +73,7 @@ def test_random_password_sends_the_policy_as_get_random_password_parameters(
         assert store.random_password(policy).get_secret_value() == "p" * 40
 
 
-def test_a_missing_stage_is_no_value_but_a_missing_secret_is_secret_not_found(
+def test_a_missing_stage_is_no_version_but_a_missing_secret_is_secret_not_found(
     stubbed: tuple[SecretsManagerStore, Stubber],
 ) -> None:
     store, stub = stubbed
@@ -83,6 +84,6 @@ def test_a_missing_stage_is_no_value_but_a_missing_secret_is_secret_not_found(
     stub.add_client_error("get_secret_value", "ResourceNotFoundException")
     stub.add_client_error("describe_secret", "ResourceNotFoundException")
     with stub:
-        assert store.get_value(ARN, stage="AWSPENDING") is None
+        assert store.get_version(ARN, stage="AWSPENDING") is None
         with pytest.raises(SecretNotFound, match="secret rotator/typo not found"):
-            store.get_value("rotator/typo", stage="AWSCURRENT")
+            store.get_version("rotator/typo", stage="AWSCURRENT")

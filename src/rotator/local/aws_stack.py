@@ -70,11 +70,12 @@ class LocalAwsStack:
         self,
         template: str | Path = "template.yaml",
         *,
+        parameters: Mapping[str, str] | None = None,
         serve_aws: bool = False,
         fast_retries: bool = False,
         preload_handlers: bool = False,
     ) -> None:
-        self.template = load_template(template)
+        self.template = load_template(template, parameters)
         self.invoker = LambdaInvoker(self.template.functions.values())
         self._serve_aws = serve_aws
         self._preload = preload_handlers

@@ -59,7 +59,7 @@ LOG = logging.getLogger("local_stack.moto_patches")
 
 PREVIOUS_ROTATION_INCOMPLETE = "A previous rotation isn't complete. That rotation will be reattempted."
 NO_ROTATION_FUNCTION = "No Lambda rotation function ARN is associated with this secret."
-FAST_RETRY_SLEEP_SECONDS = 0.01
+RETRY_TIME_SCALE = 60.0
 
 
 def _patch_method(cls: type, name: str, replacement: Callable[..., Any]) -> AbstractContextManager[Any]:
@@ -96,9 +96,23 @@ def _sync_default_version(secret: Any) -> None:
 
 
 def _update_secret_version_stage(original: Callable[..., Any], backend: Any, **request: Any) -> Any:
+    """As AWS: both versions are validated before anything moves (moto removed the label from RemoveFromVersionId
+    first, so a bad MoveToVersionId lost AWSCURRENT), and moving AWSCURRENT onto the AWSPENDING version removes
+    AWSPENDING in the same call (AWS's guide for finishSecret)."""
+    from moto.secretsmanager.exceptions import InvalidParameterException
+
+    secret = backend.secrets.get(request["secret_id"])
+    if secret is not None and hasattr(secret, "versions"):
+        for key in ("move_to_version_id", "remove_from_version_id"):
+            version_id = request.get(key)
+            if version_id and version_id not in secret.versions:
+                raise InvalidParameterException(f"Version {version_id} not found for secret {secret.arn}.")
     result = original(backend, **request)
-    if request["version_stage"] == "AWSCURRENT":
-        _sync_default_version(backend.secrets[request["secret_id"]])
+    if request["version_stage"] == "AWSCURRENT" and secret is not None:
+        moved_to = secret.versions.get(request.get("move_to_version_id") or "", {})
+        if "AWSPENDING" in moved_to.get("version_stages", []):
+            moved_to["version_stages"].remove("AWSPENDING")
+        _sync_default_version(secret)
     return result
 
 
@@ -227,14 +241,17 @@ class _RetryClock:
         return getattr(time, name)
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, FAST_RETRY_SLEEP_SECONDS) if self._owner.enabled else seconds)
+        time.sleep(seconds / self._owner.time_scale if self._owner.enabled else seconds)
 
 
 class FastRetries:
-    """Caps the Step Functions interpreter's Retry ``IntervalSeconds`` sleeps while ``enabled`` (toggle at will)."""
+    """Runs the Step Functions interpreter's Retry sleeps ``time_scale`` times faster while ``enabled`` (toggle at
+    will). At the default 60, a second of a test stands for a minute of production backoff: the rollback's capped
+    60 s retry interval becomes 1 s, so an outage of N seconds in a test is one of N minutes on AWS."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, time_scale: float = RETRY_TIME_SCALE) -> None:
         self.enabled = enabled
+        self.time_scale = time_scale
 
     def patch(self) -> AbstractContextManager[Any]:
         from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl

@@ -100,7 +100,7 @@ def _text(value: Any) -> str:
 class _Resolver:
     """Evaluates the intrinsics template.yaml uses against the local deployment."""
 
-    def __init__(self, template: Mapping[str, Any]) -> None:
+    def __init__(self, template: Mapping[str, Any], parameters: Mapping[str, str]) -> None:
         self.conditions: Mapping[str, Any] = template.get("Conditions") or {}
         self.refs: dict[str, Any] = {
             "AWS::Region": REGION,
@@ -109,9 +109,13 @@ class _Resolver:
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::StackName": STACK_NAME,
         }
-        for name, spec in (template.get("Parameters") or {}).items():
-            if "Default" in spec:
-                default = spec["Default"]
+        declared = template.get("Parameters") or {}
+        unknown = set(parameters) - set(declared)
+        if unknown:
+            raise TemplateError(f"no such template parameters: {', '.join(sorted(unknown))}")
+        for name, spec in declared.items():
+            if name in parameters or "Default" in spec:
+                default = parameters.get(name, spec.get("Default"))
                 is_list = spec.get("Type") == "CommaDelimitedList"
                 self.refs[name] = [s.strip() for s in str(default).split(",")] if is_list else _text(default)
         self.attributes: dict[str, dict[str, str]] = {}
@@ -188,11 +192,12 @@ class _Resolver:
         return self._ref(name)
 
 
-def load_template(path: str | Path) -> LocalTemplate:
-    """template.yaml, resolved for the local deployment."""
+def load_template(path: str | Path, parameters: Mapping[str, str] | None = None) -> LocalTemplate:
+    """template.yaml, resolved for the local deployment; ``parameters`` override Defaults as ``sam deploy
+    --parameter-overrides`` would."""
     path = Path(path).resolve()
     template = load_yaml(path.read_text(encoding="utf-8"))
-    resolver = _Resolver(template)
+    resolver = _Resolver(template, parameters or {})
     resources: dict[str, Any] = template["Resources"]
     globals_: Mapping[str, Any] = (template.get("Globals") or {}).get("Function") or {}
     functions = {
