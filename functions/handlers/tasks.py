@@ -16,7 +16,7 @@ from handlers.common import FunctionEnvironment, count, engines, environment, lo
 from rotator_core.errors import InvalidEvent, RotatorError
 from rotator_core.models import RollbackInput, TaskInput, WireModel
 from rotator_core.redaction import parse_model
-from rotator_core.tasks import RotationTasks, TaskSettings
+from rotator_core.tasks import CHECKPOINTS, RotationTasks, TaskSettings
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, object]]
 
@@ -25,13 +25,43 @@ class TaskEnvironment(FunctionEnvironment):
     recovery_period_seconds: float = Field(default=3600.0, alias="RECOVERY_PERIOD_SECONDS", gt=0, le=86400)
 
 
+class Faults:
+    """The test seam: ``faults.arm(point, error)`` makes the task raise ``error`` at that checkpoint (the local stack's
+    fault matrix and `make chaos`, which run these handlers in their own process). Nothing arms it on AWS."""
+
+    def __init__(self) -> None:
+        self._armed: dict[str, tuple[BaseException, int]] = {}
+
+    def arm(self, point: str, error: BaseException, times: int = 1) -> None:
+        if point not in CHECKPOINTS:
+            raise ValueError(f"no checkpoint {point!r} (known: {', '.join(CHECKPOINTS)})")
+        self._armed[point] = (error, times)
+
+    def clear(self) -> None:
+        self._armed.clear()
+
+    def __call__(self, point: str) -> None:
+        armed = self._armed.get(point)
+        if armed is None:
+            return
+        error, times = armed
+        if times <= 1:
+            del self._armed[point]
+        else:
+            self._armed[point] = (error, times - 1)
+        raise error
+
+
+faults = Faults()
+
+
 @cache
 def rotation_tasks() -> RotationTasks:
     env = environment(TaskEnvironment)
     settings = TaskSettings(
         connect_timeout=env.db_connect_timeout_seconds, recovery_period_seconds=env.recovery_period_seconds
     )
-    return RotationTasks(secret_store(), engines(), settings)
+    return RotationTasks(secret_store(), engines(), settings, checkpoint=faults)
 
 
 def task_handler(task_name: str, model: type[TaskInput] = TaskInput) -> LambdaHandler:

@@ -69,6 +69,7 @@ class Rollback:
         pending = self._tolerant_load(task.secret_id, version_id=task.token)
         current = self._tolerant_load(task.secret_id, stage=STAGE_CURRENT)
         recovery = self._recover(task, metadata, pending, current)
+        self._tasks.checkpoint("rollback.done")
         alert = build_alert(
             metadata=metadata,
             step=task.step,
@@ -163,6 +164,7 @@ class Rollback:
             strategy_for(pending).restore_primary(engine, self._tasks.target(pending, primary), current.secret, pending)
         except EndpointUnreachable as exc:
             return self._unreachable(task, metadata, exc, primary, facts)
+        self._tasks.checkpoint("rollback.after_database")
         removed = self._tasks.release_pending(metadata, task.token)
         endpoints = [_at(primary, "restored"), *self._replicas_accept(current.secret, pending)]
         return replace(

@@ -55,6 +55,25 @@ class TaskSettings:
     recovery_period_seconds: float = 3600.0
 
 
+# The fault-injection seam (tests and `make chaos` only; production never sets one): called at these named points,
+# a checkpoint may raise to make the task die there, e.g. right after the password change reached the database.
+CHECKPOINTS = (
+    "resolve_endpoints.done",
+    "check_current.done",
+    "set_password.after_write",
+    "verify_pending_login.done",
+    "promote.before_move",
+    "promote.after_move",
+    "rollback.after_database",
+    "rollback.done",
+)
+Checkpoint = Callable[[str], None]
+
+
+def no_fault(point: str) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class LoadedVersion:
     """A secret version and its parsed value."""
@@ -83,12 +102,14 @@ class RotationTasks:
         settings: TaskSettings | None = None,
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        checkpoint: Checkpoint = no_fault,
     ) -> None:
         self._secrets = secrets
         self._settings = settings or TaskSettings()
         self._engines = engines
         self._sleep = sleep
         self._now = now
+        self.checkpoint = checkpoint
 
     # --- loading ------------------------------------------------------------------------------------------------
     def load(self, secret_id: str, *, stage: str | None = None, version_id: str | None = None) -> LoadedVersion | None:
@@ -142,7 +163,9 @@ class RotationTasks:
             check_unchanged(current, pending)
         secret = pending.secret if pending is not None else current.secret
         strategy_for(secret)  # reject unsupported strategies before anything touches a database
-        return self.topology(secret).model_copy(update={"current_version": current.version_id})
+        topology = self.topology(secret).model_copy(update={"current_version": current.version_id})
+        self.checkpoint("resolve_endpoints.done")
+        return topology
 
     def check_current(self, task: TaskInput) -> EndpointReport:
         """Preflight: AWSCURRENT logs in, and the endpoint's role is what the secret says."""
@@ -158,6 +181,7 @@ class RotationTasks:
             raise TopologyMismatch(
                 "listed as a replica but it does not replicate: a write on the primary won't reach it"
             )
+        self.checkpoint("check_current.done")
         return EndpointReport(endpoint=endpoint.address, role=endpoint.role, result="current password works")
 
     def set_password(self, task: TaskInput) -> SetPasswordReport:
@@ -172,7 +196,9 @@ class RotationTasks:
             previous=previous.secret if previous is not None else None,
         )
         engine = self._engines.engine(pending.engine)
-        return strategy_for(pending).set_on_primary(engine, self.target(pending, endpoint), versions)
+        report = strategy_for(pending).set_on_primary(engine, self.target(pending, endpoint), versions)
+        self.checkpoint("set_password.after_write")
+        return report
 
     def poll_login(self, secret: DatabaseSecret, endpoint: TopologyEndpoint) -> int:
         """Log in with ``secret`` until it works; replicas get a few quick polls to absorb replication lag."""
@@ -198,6 +224,7 @@ class RotationTasks:
         endpoint = self._own_endpoint(task, pending)
         attempts = self.poll_login(pending, endpoint)
         result = "in sync" if task.step is RotationStep.SET else "new password works"
+        self.checkpoint("verify_pending_login.done")
         return EndpointReport(endpoint=endpoint.address, role=endpoint.role, result=result, attempts=attempts)
 
     # Two states' tasks, one check: after setSecret a replica is "in sync"; testSecret tests every endpoint.
@@ -218,7 +245,10 @@ class RotationTasks:
         check_unchanged(current, pending)
         for endpoint in self.topology(pending.secret).endpoints:
             self.poll_login(pending.secret, endpoint)
-        return self.promote_verified(metadata, task.token, current.version_id)
+        self.checkpoint("promote.before_move")
+        report = self.promote_verified(metadata, task.token, current.version_id)
+        self.checkpoint("promote.after_move")
+        return report
 
     def promote_verified(self, metadata: SecretMetadata, token: str, current_version: str) -> PromoteReport:
         """The label move itself, checked against the labels just read: never a move that could drop AWSCURRENT."""

@@ -153,7 +153,9 @@ class LambdaInvoker:
             tb = exc.__traceback__
             frames = tuple(traceback.format_tb(tb.tb_next if tb is not None and tb.tb_next else tb))
             LOG.error("[ERROR] %s %s %s: %s", function.logical_id, context.aws_request_id, type(exc).__name__, exc)
-            return result(error_type=type(exc).__name__, error_message=str(exc), stack_trace=frames)
+            # A fault may stand for the runtime's own errors (e.g. Runtime.ExitError: the process died mid-task).
+            error_type = getattr(exc, "lambda_error_type", type(exc).__name__)
+            return result(error_type=error_type, error_message=str(exc), stack_trace=frames)
         try:
             json.dumps(value)
         except (TypeError, ValueError) as exc:
