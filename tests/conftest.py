@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Retry sleeps run 60x faster in tests (FastRetries): a second here stands for a minute on AWS. The recovery period
 # is shortened the same way, 45 s for the 45 minutes a rollback would wait for an unreachable primary.
 TEST_RECOVERY_PERIOD_SECONDS = 45
-TEST_PARAMETERS = {"RecoveryPeriodSeconds": str(TEST_RECOVERY_PERIOD_SECONDS)}
+TEST_PARAMETERS = {"RecoveryPeriodSeconds": str(TEST_RECOVERY_PERIOD_SECONDS), "DatabaseConnectTimeoutSeconds": "2"}
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ Each handler is ``template.yaml``'s ``Handler: handlers.tasks.<task>`` for ``<Ta
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -14,7 +15,7 @@ from pydantic import Field
 
 from handlers.common import FunctionEnvironment, count, engines, environment, logger, secret_store
 from rotator_core.errors import InvalidEvent, RotatorError
-from rotator_core.models import RollbackInput, TaskInput, WireModel
+from rotator_core.models import RollbackInput, RotationStep, TaskInput, WireModel
 from rotator_core.redaction import parse_model
 from rotator_core.tasks import CHECKPOINTS, RotationTasks, TaskSettings
 
@@ -26,30 +27,46 @@ class TaskEnvironment(FunctionEnvironment):
 
 
 class Faults:
-    """The test seam: ``faults.arm(point, error)`` makes the task raise ``error`` at that checkpoint (the local stack's
-    fault matrix and `make chaos`, which run these handlers in their own process). Nothing arms it on AWS."""
+    """The test seam: ``faults.arm(point, fault)`` makes the task run ``fault`` at that checkpoint (the local stack's
+    fault matrix and `make chaos`, which run these handlers in their own process). Nothing arms it on AWS.
+
+    A fault is an exception to raise (the task dies there) or a callable to run (a database stops, a password is
+    changed out of band) — once, or ``times`` times, for any step or only ``step``'s."""
 
     def __init__(self) -> None:
-        self._armed: dict[str, tuple[BaseException, int]] = {}
+        self._armed: dict[str, tuple[BaseException | Callable[[], None], int, RotationStep | None]] = {}
+        self._lock = threading.Lock()
 
-    def arm(self, point: str, error: BaseException, times: int = 1) -> None:
+    def arm(
+        self,
+        point: str,
+        fault: BaseException | Callable[[], None],
+        *,
+        times: int = 1,
+        step: RotationStep | None = None,
+    ) -> None:
         if point not in CHECKPOINTS:
             raise ValueError(f"no checkpoint {point!r} (known: {', '.join(CHECKPOINTS)})")
-        self._armed[point] = (error, times)
+        with self._lock:
+            self._armed[point] = (fault, times, step)
 
     def clear(self) -> None:
-        self._armed.clear()
+        with self._lock:
+            self._armed.clear()
 
-    def __call__(self, point: str) -> None:
-        armed = self._armed.get(point)
-        if armed is None:
-            return
-        error, times = armed
-        if times <= 1:
-            del self._armed[point]
-        else:
-            self._armed[point] = (error, times - 1)
-        raise error
+    def __call__(self, point: str, step: RotationStep) -> None:
+        with self._lock:
+            armed = self._armed.get(point)
+            if armed is None or armed[2] not in (None, step):
+                return
+            fault, times, only = armed
+            if times <= 1:
+                del self._armed[point]
+            else:
+                self._armed[point] = (fault, times - 1, only)
+        if isinstance(fault, BaseException):
+            raise fault
+        fault()
 
 
 faults = Faults()

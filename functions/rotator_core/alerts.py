@@ -70,7 +70,7 @@ class Recovery:
     recovery_minutes: float | None = None
 
 
-def _action(recovery: Recovery) -> str:
+def _action(recovery: Recovery, step: RotationStep) -> str:
     token = recovery.token
     if recovery.outcome == "nothing_changed":
         if recovery.database_restored is None:
@@ -79,9 +79,10 @@ def _action(recovery: Recovery) -> str:
                 "AWSCURRENT's (the primary could not be reached to confirm it). AWSPENDING was removed. Fix the "
                 "cause, then rotate again."
             )
+        untouched = "nothing was changed" if step is RotationStep.CREATE else "nothing is left to undo"
         return (
-            "No action needed to keep applications working: nothing was changed, the database accepts AWSCURRENT "
-            "and AWSPENDING was removed. Fix the cause, then rotate again."
+            f"No action needed to keep applications working: {untouched}, the database accepts AWSCURRENT and "
+            "AWSPENDING was removed. Fix the cause, then rotate again."
         )
     if recovery.outcome == "rolled_back":
         return (
@@ -127,7 +128,7 @@ def _action(recovery: Recovery) -> str:
 
 
 _OUTCOME_PHRASE: dict[RecoveryOutcome, str] = {
-    "nothing_changed": "nothing was changed",
+    "nothing_changed": "nothing to undo: the primary accepts AWSCURRENT",
     "rolled_back": "rolled back: the primary accepts AWSCURRENT again",
     "rolled_forward": "rolled forward: AWSPENDING worked everywhere and is now AWSCURRENT",
     "completed": "the token was already AWSCURRENT",
@@ -162,7 +163,7 @@ def build_alert(
         database_restored=recovery.database_restored,
         pending_removed=recovery.pending_removed,
         endpoints=recovery.endpoints,
-        action=_action(recovery),
+        action=_action(recovery, step),
     )
 
 
@@ -199,4 +200,6 @@ def summarize(alert: Alert) -> str:
     if alert.outcome not in ("rolled_forward", "completed"):
         pending = ", AWSPENDING removed" if alert.pending_removed else ", AWSPENDING kept"
     outcome = _OUTCOME_PHRASE[alert.outcome]
+    if alert.outcome == "nothing_changed" and alert.step is RotationStep.CREATE:
+        outcome = "nothing was changed"
     return f"{alert.step.value} failed{where}{at}: {alert.error_type}: {alert.message} — {outcome}{pending}"

@@ -69,7 +69,7 @@ class Rollback:
         pending = self._tolerant_load(task.secret_id, version_id=task.token)
         current = self._tolerant_load(task.secret_id, stage=STAGE_CURRENT)
         recovery = self._recover(task, metadata, pending, current)
-        self._tasks.checkpoint("rollback.done")
+        self._tasks.checkpoint("rollback.done", task.step)
         alert = build_alert(
             metadata=metadata,
             step=task.step,
@@ -107,7 +107,7 @@ class Rollback:
             current_now=metadata.version_with(STAGE_CURRENT),
         )
         if STAGE_CURRENT in stages:
-            return replace(facts, outcome="completed", database_restored=None, pending_removed=False)
+            return self._completed(pending, facts)
         if pending is None or not _usable(pending.secret, self._engines):
             # No password from this version can have reached a database.
             removed = self._tasks.release_pending(metadata, task.token)
@@ -140,6 +140,22 @@ class Rollback:
         return self._undo_or_complete(task, metadata, pending.secret, current, primary, facts)
 
     # --- the cases ----------------------------------------------------------------------------------------------
+    def _completed(self, current: LoadedVersion | None, facts: Recovery) -> Recovery:
+        """The token is AWSCURRENT already (the promote happened): nothing to undo, if its password logs in."""
+        if current is None or not _usable(current.secret, self._engines):
+            return replace(facts, outcome="completed", database_restored=None)
+        primary = self._tasks.topology(current.secret).primary
+        works = self._current_works(current, primary)
+        if works is False:
+            detail = "AWSCURRENT (this rotation's version) does not log in: the password was changed outside"
+            return replace(
+                facts,
+                outcome="changed_outside",
+                database_restored=False,
+                endpoints=[_at(primary, "cannot_restore", detail)],
+            )
+        return replace(facts, outcome="completed", database_restored=works)
+
     def _undo_or_complete(
         self,
         task: RollbackInput,
@@ -164,7 +180,7 @@ class Rollback:
             strategy_for(pending).restore_primary(engine, self._tasks.target(pending, primary), current.secret, pending)
         except EndpointUnreachable as exc:
             return self._unreachable(task, metadata, exc, primary, facts)
-        self._tasks.checkpoint("rollback.after_database")
+        self._tasks.checkpoint("rollback.after_database", task.step)
         removed = self._tasks.release_pending(metadata, task.token)
         endpoints = [_at(primary, "restored"), *self._replicas_accept(current.secret, pending)]
         return replace(

@@ -67,10 +67,10 @@ CHECKPOINTS = (
     "rollback.after_database",
     "rollback.done",
 )
-Checkpoint = Callable[[str], None]
+Checkpoint = Callable[[str, RotationStep], None]
 
 
-def no_fault(point: str) -> None:
+def no_fault(point: str, step: RotationStep) -> None:
     return None
 
 
@@ -164,7 +164,7 @@ class RotationTasks:
         secret = pending.secret if pending is not None else current.secret
         strategy_for(secret)  # reject unsupported strategies before anything touches a database
         topology = self.topology(secret).model_copy(update={"current_version": current.version_id})
-        self.checkpoint("resolve_endpoints.done")
+        self.checkpoint("resolve_endpoints.done", task.step)
         return topology
 
     def check_current(self, task: TaskInput) -> EndpointReport:
@@ -181,7 +181,7 @@ class RotationTasks:
             raise TopologyMismatch(
                 "listed as a replica but it does not replicate: a write on the primary won't reach it"
             )
-        self.checkpoint("check_current.done")
+        self.checkpoint("check_current.done", task.step)
         return EndpointReport(endpoint=endpoint.address, role=endpoint.role, result="current password works")
 
     def set_password(self, task: TaskInput) -> SetPasswordReport:
@@ -197,7 +197,7 @@ class RotationTasks:
         )
         engine = self._engines.engine(pending.engine)
         report = strategy_for(pending).set_on_primary(engine, self.target(pending, endpoint), versions)
-        self.checkpoint("set_password.after_write")
+        self.checkpoint("set_password.after_write", task.step)
         return report
 
     def poll_login(self, secret: DatabaseSecret, endpoint: TopologyEndpoint) -> int:
@@ -224,7 +224,7 @@ class RotationTasks:
         endpoint = self._own_endpoint(task, pending)
         attempts = self.poll_login(pending, endpoint)
         result = "in sync" if task.step is RotationStep.SET else "new password works"
-        self.checkpoint("verify_pending_login.done")
+        self.checkpoint("verify_pending_login.done", task.step)
         return EndpointReport(endpoint=endpoint.address, role=endpoint.role, result=result, attempts=attempts)
 
     # Two states' tasks, one check: after setSecret a replica is "in sync"; testSecret tests every endpoint.
@@ -245,9 +245,12 @@ class RotationTasks:
         check_unchanged(current, pending)
         for endpoint in self.topology(pending.secret).endpoints:
             self.poll_login(pending.secret, endpoint)
-        self.checkpoint("promote.before_move")
+        self.checkpoint("promote.before_move", task.step)
         report = self.promote_verified(metadata, task.token, current.version_id)
-        self.checkpoint("promote.after_move")
+        self.checkpoint("promote.after_move", task.step)
+        # Once more on the primary, now that it is AWSCURRENT: a change made outside the rotation between the
+        # check and the move fails the step, and the rollback reports it, rather than a silent lockout.
+        self.poll_login(pending.secret, self.topology(pending.secret).primary)
         return report
 
     def promote_verified(self, metadata: SecretMetadata, token: str, current_version: str) -> PromoteReport:

@@ -240,8 +240,23 @@ def test_current_label_moved_back_by_hand_is_noticed_by_its_version_id(
     assert alert.outcome == "secret_changed" and cluster[PRIMARY].writes == ["app"]
 
 
-def test_a_token_already_current_has_nothing_to_undo(store: InMemorySecretStore, tasks: RotationTasks) -> None:
+def test_a_token_already_current_has_nothing_to_undo(
+    store: InMemorySecretStore, tasks: RotationTasks, cluster: dict[str, FakeServer]
+) -> None:
+    # Given the promote happened (the task died after it, say)
+    set_on_primary(tasks)
     store.move_stage("rotator/app", "AWSCURRENT", to_version=TOKEN, from_version=CURRENT_VERSION)
     before = store.stages("rotator/app")
     alert = tasks.rollback(rollback(tasks, RotationStep.FINISH, recorded=None)).alert
-    assert alert.outcome == "completed" and store.stages("rotator/app") == before
+    assert (alert.outcome, alert.database_restored) == ("completed", True)
+    assert store.stages("rotator/app") == before and cluster[PRIMARY].writes == ["app"]
+
+
+def test_a_token_made_current_whose_password_was_then_changed_outside_says_so(
+    store: InMemorySecretStore, tasks: RotationTasks, cluster: dict[str, FakeServer]
+) -> None:
+    set_on_primary(tasks)
+    store.move_stage("rotator/app", "AWSCURRENT", to_version=TOKEN, from_version=CURRENT_VERSION)
+    cluster[PRIMARY].users["app"] = "changed-by-someone-else"
+    alert = tasks.rollback(rollback(tasks, RotationStep.FINISH, recorded=None)).alert
+    assert (alert.outcome, alert.database_restored) == ("changed_outside", False)
