@@ -3,10 +3,10 @@
 #
 # One source of truth: pyproject.toml's [project].dependencies hold the ranges a human chose; this script resolves
 # them for the Lambda platform (python3.13 on arm64: Amazon Linux 2023, glibc 2.34, so manylinux wheels up to 2_34,
-# the tags in layers/dependencies/manylinux-tags.txt, which the layer's build installs with too) and
-# writes every transitive runtime dependency with an exact `==` pin. `sam build` installs the lock into the shared
-# dependencies layer (layers/dependencies/Makefile), and `make venv` installs the dev virtualenv with the lock as pip constraints, so the tests run on
-# exactly the versions that ship. tests/unit/test_dependencies.py checks that the two files agree.
+# the tags in layers/dependencies/manylinux-tags.txt, which the layer's build installs with too) and writes every
+# transitive runtime dependency with an exact `==` pin. `sam build` installs the lock into the shared dependencies
+# layer (layers/dependencies/Makefile), and `make venv` installs the dev virtualenv with the lock as pip constraints,
+# so the tests run on exactly the versions that ship. tests/unit/test_dependencies.py checks that the two files agree.
 #
 # How: `pip install --dry-run --report` in a throw-away python3.13 virtualenv with a pinned pip. Running under
 # python3.13 itself makes `python_version` markers evaluate as on Lambda; `--platform` + `--only-binary=:all:` make

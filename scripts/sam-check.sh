@@ -7,7 +7,8 @@
 # `scripts/sam-check.sh build` (`make build`) runs step 2 only, into .aws-sam/ where `sam deploy` looks for it.
 # Run from anywhere; it works on the repository root. Exits non-zero on the first failure.
 # Env: SAM (default .venv-sam/bin/sam), KEEP_BUILD_DIR=1 keeps the temporary build dir, SKIP_ASL=1 skips step 3,
-#      SAM_BUILD_CACHED=0 makes the `build` mode rebuild the layer even when its lock did not change.
+#      SAM_BUILD_CACHED=0 makes the `build` mode rebuild the layer even when its lock did not change,
+#      SAM_BUILD_DIR/SAM_CACHE_DIR make the `build` mode build elsewhere than .aws-sam/ (bench_cold_start.py does).
 set -euo pipefail
 
 MODE=${1:-check}
@@ -35,8 +36,8 @@ export AWS_EC2_METADATA_DISABLED=true
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-${AWS_REGION:-us-east-1}}
 
 if [ "$MODE" = build ]; then
-    BUILD_DIR=$ROOT/.aws-sam/build
-    CACHE_DIR=$ROOT/.aws-sam/cache
+    BUILD_DIR=${SAM_BUILD_DIR:-$ROOT/.aws-sam/build}
+    CACHE_DIR=${SAM_CACHE_DIR:-$ROOT/.aws-sam/cache}
     CACHED=$([ "${SAM_BUILD_CACHED:-1}" = 1 ] && echo --cached || echo --no-cached)
 else
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/rotator-sam-check.XXXXXX")
