@@ -42,11 +42,12 @@ build: $(SAM_VENV)/.installed  ## sam build into .aws-sam/ (what `sam deploy` up
 lock:  ## re-resolve pyproject.toml's runtime ranges into $(LOCK) (needs PyPI and python3.13)
 	bash scripts/lock-deps.sh
 
-bench: system-deps venv  ## rotation latency over a real cluster, then cold-start imports; writes benchmarks/results/
+bench: system-deps venv $(SAM_VENV)/.installed  ## rotation latency over a real cluster, then cold-start imports
 	$(BIN)/python benchmarks/bench_rotation.py
 	$(BIN)/python benchmarks/bench_cold_start.py
 
-bench-cold: venv  ## handler import time in fresh interpreters vs `import boto3` → benchmarks/results/cold_start.json
+# ROTATOR_BUILD_DIR=.aws-sam/build reuses a `make build` instead of building into a temporary directory.
+bench-cold: venv $(SAM_VENV)/.installed  ## handler imports from a sam build vs `import boto3` → cold_start.json
 	$(BIN)/python benchmarks/bench_cold_start.py
 
 bench-build: venv $(SAM_VENV)/.installed  ## uncached sam build, then per-function and layer sizes → build_size.json

@@ -3,10 +3,10 @@
 #
 # One source of truth: pyproject.toml's [project].dependencies hold the ranges a human chose; this script resolves
 # them for the Lambda platform (python3.13 on arm64: Amazon Linux 2023, glibc 2.34, so manylinux wheels up to 2_34,
-# the same tags `sam build` fetches for arm64) and
-# writes every transitive runtime dependency with an exact `==` pin. `sam build` installs the lock into the shared
-# dependencies layer, and `make venv` installs the dev virtualenv with the lock as pip constraints, so the tests run on
-# exactly the versions that ship. tests/unit/test_dependencies.py checks that the two files agree.
+# the tags in layers/dependencies/manylinux-tags.txt, which the layer's build installs with too) and writes every
+# transitive runtime dependency with an exact `==` pin. `sam build` installs the lock into the shared dependencies
+# layer (layers/dependencies/Makefile), and `make venv` installs the dev virtualenv with the lock as pip constraints,
+# so the tests run on exactly the versions that ship. tests/unit/test_dependencies.py checks that the two files agree.
 #
 # How: `pip install --dry-run --report` in a throw-away python3.13 virtualenv with a pinned pip. Running under
 # python3.13 itself makes `python_version` markers evaluate as on Lambda; `--platform` + `--only-binary=:all:` make
@@ -23,8 +23,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LOCK=layers/dependencies/requirements.txt
 PIP_VERSION=${LOCK_PIP_VERSION:-26.3}
-# The platform tags aws-lambda-builders accepts for python3.13 on arm64.
-PLATFORMS=(manylinux2014_aarch64 manylinux_2_17_aarch64 manylinux_2_28_aarch64 manylinux_2_34_aarch64)
+# The platform tags aws-lambda-builders accepts for python3.13 on arm64, from the file the layer's Makefile reads too.
+mapfile -t PLATFORMS < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's/[[:space:]]*$/_aarch64/' \
+    layers/dependencies/manylinux-tags.txt)
+[ "${#PLATFORMS[@]}" -gt 0 ] || { echo "lock-deps: no tags in layers/dependencies/manylinux-tags.txt" >&2; exit 1; }
 
 if command -v pyenv >/dev/null 2>&1; then
     export PYENV_VERSION=${PYENV_VERSION:-3.11.7:3.12.1:3.13.0}

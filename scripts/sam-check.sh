@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Offline checks of the SAM application (`make sam-check`):
 #   1. sam validate --lint          (SAM transform + cfn-lint; no AWS credentials needed)
-#   2. sam build                    (python3.13 / arm64, uncached, into a throw-away build dir; no Docker)
+#   2. sam build                    (python3.13 / arm64, uncached, into a throw-away build dir; no Docker), then
+#                                   checks of the artefacts: boto3 only in the layer, the layer's bytecode
 #   3. asl-validator on the ASL     (if npx exists; catches bad Next/Default targets that sam validate misses)
 # `scripts/sam-check.sh build` (`make build`) runs step 2 only, into .aws-sam/ where `sam deploy` looks for it.
 # Run from anywhere; it works on the repository root. Exits non-zero on the first failure.
 # Env: SAM (default .venv-sam/bin/sam), KEEP_BUILD_DIR=1 keeps the temporary build dir, SKIP_ASL=1 skips step 3,
-#      SAM_BUILD_CACHED=0 makes the `build` mode rebuild the layer even when its lock did not change.
+#      SAM_BUILD_CACHED=0 makes the `build` mode rebuild the layer even when its lock did not change,
+#      SAM_BUILD_DIR/SAM_CACHE_DIR make the `build` mode build elsewhere than .aws-sam/ (bench_cold_start.py does).
 set -euo pipefail
 
 MODE=${1:-check}
@@ -34,8 +36,8 @@ export AWS_EC2_METADATA_DISABLED=true
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-${AWS_REGION:-us-east-1}}
 
 if [ "$MODE" = build ]; then
-    BUILD_DIR=$ROOT/.aws-sam/build
-    CACHE_DIR=$ROOT/.aws-sam/cache
+    BUILD_DIR=${SAM_BUILD_DIR:-$ROOT/.aws-sam/build}
+    CACHE_DIR=${SAM_CACHE_DIR:-$ROOT/.aws-sam/cache}
     CACHED=$([ "${SAM_BUILD_CACHED:-1}" = 1 ] && echo --cached || echo --no-cached)
 else
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/rotator-sam-check.XXXXXX")
@@ -87,6 +89,30 @@ ls -d "$BUILD_DIR"/DependenciesLayer*/python/boto3 >/dev/null 2>&1 || die "the d
 for fn in "$BUILD_DIR"/*Function; do
     [ ! -e "$fn/boto3" ] || die "$(basename "$fn") bundles boto3: functions/ must not hold a requirements.txt"
 done
+# The layer ships bytecode (layers/dependencies/Makefile): every module has its 3.13 .pyc, unchecked-hash so Lambda's
+# read-only /opt never has it recompiled, and there is no bytecode for another Python.
+python3.13 - "$BUILD_DIR"/DependenciesLayer*/python <<'EOF' || die "the dependencies layer's bytecode is incomplete"
+import importlib.util
+import sys
+from pathlib import Path
+
+root = Path(sys.argv[1])
+sources = sorted(root.rglob("*.py"))
+problems = []
+for source in sources:
+    pyc = Path(importlib.util.cache_from_source(str(source)))
+    header = pyc.read_bytes()[:8] if pyc.is_file() else b""
+    if header[:4] != importlib.util.MAGIC_NUMBER:
+        problems.append(f"no {sys.implementation.cache_tag} .pyc: {source.relative_to(root)}")
+    elif int.from_bytes(header[4:8], "little") != 0b01:  # hash-based, check_source off
+        problems.append(f"not unchecked-hash: {pyc.relative_to(root)}")
+tag = f".{sys.implementation.cache_tag}.pyc"
+problems += [f"foreign bytecode: {p.relative_to(root)}" for p in root.rglob("*.pyc") if not p.name.endswith(tag)]
+if not sources or problems:
+    more = f"\n... {len(problems)} in all" if len(problems) > 20 else ""
+    sys.exit("\n".join(problems[:20] or ["no .py files"]) + more)
+print(f"layer bytecode: {len(sources)} modules, each with an unchecked-hash {tag[1:]}")
+EOF
 
 if [ "$MODE" = build ]; then
     echo

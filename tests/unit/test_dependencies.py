@@ -7,13 +7,17 @@ from the installed distributions' metadata, which the last test pins to the lock
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import tomllib
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from cfn_tools import load_yaml
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -160,3 +164,28 @@ def test_the_dev_venv_runs_exactly_the_locked_versions(name: str) -> None:
 
     # Then it is the version that ships (`make venv` installs with the lock as constraints)
     assert installed == locked, f"{name} {installed} installed, {locked} locked: run `make venv`"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_the_layer_is_built_for_the_functions_architecture_with_the_locks_tags() -> None:
+    # Given the template's layer and functions, and the layer's Makefile run as `sam build` runs it (dry run)
+    template = load_yaml((ROOT / "template.yaml").read_text())
+    layer = template["Resources"]["DependenciesLayer"]
+    dry_run = subprocess.run(
+        ["make", "-n", "--makefile", str(LOCK.parent / "Makefile"), "build-DependenciesLayer", "ARTIFACTS_DIR=/x"],
+        capture_output=True,
+        check=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS", "PLATFORM"))},
+    ).stdout
+
+    # When the architectures and the pip platform tags are compared
+    architectures = template["Globals"]["Function"]["Architectures"]
+    machine = {"arm64": "aarch64", "x86_64": "x86_64"}[layer["Metadata"]["BuildArchitecture"]]
+    tags = [line.split("#", 1)[0].strip() for line in (LOCK.parent / "manylinux-tags.txt").read_text().splitlines()]
+
+    # Then the Makefile builds by default for the functions' architecture, with the tags `make lock` resolved for
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert architectures == layer["Properties"]["CompatibleArchitectures"] == [layer["Metadata"]["BuildArchitecture"]]
+    assert re.findall(r"--platform (\S+)", dry_run) == [f"{tag}_{machine}" for tag in tags if tag]
+    assert "compileall" in dry_run
