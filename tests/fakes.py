@@ -16,14 +16,15 @@ from typing import Any
 from pydantic import SecretStr
 
 from rotator_core.engines import EngineFamily, EngineRegistry
-from rotator_core.errors import AuthenticationFailed, EndpointUnreachable, SecretNotFound, WriteRefusedOnReplica
+from rotator_core.errors import (
+    AuthenticationFailed,
+    EndpointUnreachable,
+    PendingValueExists,
+    SecretNotFound,
+    WriteRefusedOnReplica,
+)
 from rotator_core.models import Alert, PasswordPolicy
 from rotator_core.ports import Account, ConnectionTarget, Credentials, ExecutionState, SecretMetadata, SecretVersion
-
-
-class ResourceExists(Exception):
-    """What Secrets Manager raises for the same token with a different value."""
-
 
 _CLOCK = itertools.count(1)
 
@@ -118,7 +119,7 @@ class InMemorySecretStore:
         self.rotation_tokens.append(rotation_token.get_secret_value() if rotation_token else None)
         existing = secret.versions.get(token)
         if existing is not None and existing.value is not None and existing.value != secret_string.get_secret_value():
-            raise ResourceExists(token)
+            raise PendingValueExists(f"version {token} already holds another value")
         for version in secret.versions.values():
             version.stages.discard("AWSPENDING")
         stages = existing.stages if existing else set()

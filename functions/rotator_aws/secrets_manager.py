@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
 from rotator_aws.errors import aws_call, error_code
-from rotator_core.errors import SecretNotFound
+from rotator_core.errors import PendingValueExists, SecretNotFound
 from rotator_core.models import PasswordPolicy
 from rotator_core.ports import SecretMetadata, SecretVersion
 
@@ -71,8 +71,13 @@ class SecretsManagerStore:
         }
         if rotation_token is not None:
             request["RotationToken"] = rotation_token.get_secret_value()
-        with aws_call("PutSecretValue"):
-            self._client.put_secret_value(**request)
+        try:
+            with aws_call("PutSecretValue"):
+                self._client.put_secret_value(**request)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceExistsException":
+                raise PendingValueExists(f"version {token} already holds another value") from None
+            raise
 
     def move_stage(self, secret_id: str, stage: str, *, to_version: str | None, from_version: str | None) -> None:
         request: dict[str, str] = {"SecretId": secret_id, "VersionStage": stage}

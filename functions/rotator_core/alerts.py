@@ -167,15 +167,16 @@ def build_alert(
     )
 
 
-def function_alert(secret_id: str, step: RotationStep, error: Exception, *, pending_removed: bool) -> Alert:
+def function_alert(
+    secret_arn: str, secret_name: str, step: RotationStep, error: Exception, *, pending_removed: bool
+) -> Alert:
     """The rotation function refused or failed a step before (or without) an execution that would alert."""
     message = error.detail if isinstance(error, RotatorError) else str(error)
     message = message.strip().splitlines()[0][:MAX_MESSAGE] if message.strip() else type(error).__name__
-    name = secret_id.split(":")[6] if secret_id.count(":") >= 6 else secret_id
     return Alert(
-        subject=f"Rotation failed: {name} ({step.value})"[:100],
-        secret_arn=secret_id,
-        secret_name=name,
+        subject=f"Rotation failed: {secret_name} ({step.value})"[:100],
+        secret_arn=secret_arn,
+        secret_name=secret_name,
         step=step,
         failed_state="Rotation function",
         error_type=type(error).__name__,

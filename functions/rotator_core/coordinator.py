@@ -22,6 +22,7 @@ from rotator_core.alerts import function_alert
 from rotator_core.engines import EngineFamily, EngineRegistry
 from rotator_core.errors import (
     ExecutionStillRunning,
+    PendingValueExists,
     RotationBusy,
     RotationNotEnabled,
     RotationRolledBack,
@@ -107,6 +108,7 @@ class RotationCoordinator:
 
     def handle(self, event: RotationEvent, remaining_seconds: float) -> StepOutcome:
         """Run one step. Every failure that no execution has reported is published as an alert, then raised."""
+        metadata: SecretMetadata | None = None
         try:
             deadline = self._clock() + remaining_seconds - self._settings.safety_margin_seconds
             metadata = self._secrets.describe(event.secret_id)
@@ -117,7 +119,7 @@ class RotationCoordinator:
             self._wait(execution_arn, event.step, deadline)
         except Exception as exc:
             if _needs_alert(exc):
-                self._alert(event, exc)
+                self._alert(event, exc, metadata)
             raise
         return StepOutcome(
             step=event.step, status="succeeded", execution_arn=execution_arn, pending_created=pending_created
@@ -158,7 +160,15 @@ class RotationCoordinator:
             self._secrets.move_stage(metadata.arn, STAGE_PENDING, to_version=None, from_version=event.token)
             exc.released_pending = True
             raise
-        self._secrets.put_pending(metadata.arn, event.token, pending.to_secret_string(), event.rotation_token)
+        try:
+            self._secrets.put_pending(metadata.arn, event.token, pending.to_secret_string(), event.rotation_token)
+        except PendingValueExists:
+            # A concurrent invocation of createSecret put its own value first: that one is the pending value.
+            raced = self._secrets.get_version(metadata.arn, version_id=event.token, stage=STAGE_PENDING)
+            if raced is None or raced.value is None:
+                raise
+            DatabaseSecret.from_secret_string(raced.value, label="AWSPENDING")
+            return False
         return True
 
     def _password_policy(self, family: EngineFamily) -> PasswordPolicy:
@@ -220,10 +230,11 @@ class RotationCoordinator:
             interval = min(interval * 2, self._settings.poll_seconds)
 
     # --- alerts -----------------------------------------------------------------------------------------------------
-    def _alert(self, event: RotationEvent, exc: Exception) -> None:
+    def _alert(self, event: RotationEvent, exc: Exception, metadata: SecretMetadata | None) -> None:
         released = isinstance(exc, RotatorError) and exc.released_pending
+        arn, name = (metadata.arn, metadata.name) if metadata else (event.secret_id, event.secret_id)
         try:
-            self._alerts.publish(function_alert(event.secret_id, event.step, exc, pending_removed=released))
+            self._alerts.publish(function_alert(arn, name, event.step, exc, pending_removed=released))
         except Exception as publish_error:  # the step's own error is what Secrets Manager must see
             LOG.error("could not publish the alert: %s", type(publish_error).__name__)
 

@@ -135,6 +135,10 @@ class RotationBusy(RotatorError):
 
 
 # --- the tasks (rotator_core.tasks, strategies) ------------------------------------------------------------------
+class PendingValueExists(RotatorError):
+    """PutSecretValue found a different value already under the token (a concurrent createSecret put it first)."""
+
+
 class PendingValueMissing(RotatorError):
     """A step after createSecret found no AWSPENDING value for the token."""
 

@@ -65,6 +65,7 @@ class Rollback:
         self._now = now
 
     def run(self, task: RollbackInput) -> RollbackReport:
+        self._tasks.checkpoint("rollback.start", task.step)
         metadata = self._secrets.describe(task.secret_id)
         pending = self._tolerant_load(task.secret_id, version_id=task.token)
         current = self._tolerant_load(task.secret_id, stage=STAGE_CURRENT)

@@ -64,6 +64,7 @@ CHECKPOINTS = (
     "verify_pending_login.done",
     "promote.before_move",
     "promote.after_move",
+    "rollback.start",
     "rollback.after_database",
     "rollback.done",
 )

@@ -91,7 +91,7 @@ CASES: dict[str, Case] = {
     "preflight-throttled": Case(lambda c: c.at("check_current.done", "createSecret", c.sm("get_secret_value", 4)), fails=False),
     # --- setSecret on the primary --------------------------------------------------------------------------------------
     "set-primary-refused-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", c.outage("primary", 3))),
-    "set-primary-hung-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", c.outage("primary", 6, hang=True))),
+    "set-primary-hung-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", c.outage("primary", 20, hang=True))),
     "set-task-dies-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", TaskDied("died")), fails=False),
     "set-task-dies-twice-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", TaskDied("died"), times=2), fails=False),
     "set-password-changed-outside-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", c.out_of_band_password()), changed_outside=True),
@@ -100,20 +100,22 @@ CASES: dict[str, Case] = {
     "set-replica-refused-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", c.refused("replica2"))),
     # --- setSecret's replica wait ----------------------------------------------------------------------------------------
     "replica-wait-replica-refused": Case(lambda c: c.at("verify_pending_login.done", "setSecret", c.refused("replica1"))),
-    "replica-wait-replica-hung": Case(lambda c: c.at("verify_pending_login.done", "setSecret", c.outage("replica1", 6, hang=True))),
+    "replica-wait-replica-hung": Case(lambda c: c.at("resolve_endpoints.done", "setSecret", c.outage("replica1", 20, hang=True))),
     "replica-wait-task-dies": Case(lambda c: c.at("verify_pending_login.done", "setSecret", TaskDied("died")), fails=False),
     "replica-wait-throttled": Case(lambda c: c.at("verify_pending_login.done", "setSecret", c.sm("get_secret_value", 4)), fails=False),
     "replica-wait-password-changed-outside": Case(lambda c: c.at("verify_pending_login.done", "setSecret", c.out_of_band_password()), changed_outside=True),
     # --- testSecret -----------------------------------------------------------------------------------------------------------
-    "test-primary-refused": Case(lambda c: c.at("verify_pending_login.done", "testSecret", c.outage("primary", 3))),
-    "test-primary-hung": Case(lambda c: c.at("verify_pending_login.done", "testSecret", c.outage("primary", 6, hang=True))),
+    "test-primary-refused": Case(lambda c: c.at("resolve_endpoints.done", "testSecret", c.outage("primary", 3))),
+    "test-primary-hung": Case(lambda c: c.at("resolve_endpoints.done", "testSecret", c.outage("primary", 20, hang=True))),
     "test-replica-refused": Case(lambda c: c.at("verify_pending_login.done", "testSecret", c.refused("replica2"))),
     "test-task-dies": Case(lambda c: c.at("verify_pending_login.done", "testSecret", TaskDied("died")), fails=False),
     "test-password-changed-outside": Case(lambda c: c.at("verify_pending_login.done", "testSecret", c.out_of_band_password()), changed_outside=True),
     "test-throttled-exhausted": Case(lambda c: c.at("verify_pending_login.done", "testSecret", c.sm("get_secret_value", EXHAUSTING))),
     # --- finishSecret's promote -------------------------------------------------------------------------------------------
-    "promote-primary-refused": Case(lambda c: c.at("promote.before_move", "finishSecret", c.outage("primary", 3))),
-    "promote-primary-hung": Case(lambda c: c.at("promote.before_move", "finishSecret", c.outage("primary", 6, hang=True))),
+    "promote-primary-refused": Case(lambda c: c.at("resolve_endpoints.done", "finishSecret", c.outage("primary", 3))),
+    "promote-primary-hung": Case(lambda c: c.at("resolve_endpoints.done", "finishSecret", c.outage("primary", 20, hang=True))),
+    # Verified everywhere, AWSCURRENT moved, then the primary blinks: the rotation is complete, nothing to undo.
+    "promote-primary-refused-after-the-check": Case(lambda c: c.at("promote.before_move", "finishSecret", c.outage("primary", 3)), fails=False),
     "promote-task-dies-before-move": Case(lambda c: c.at("promote.before_move", "finishSecret", TaskDied("died")), fails=False),
     "promote-task-dies-after-move": Case(lambda c: c.at("promote.after_move", "finishSecret", TaskDied("died")), fails=False),
     "promote-throttled": Case(lambda c: c.at("promote.before_move", "finishSecret", c.sm("update_secret_version_stage", 4)), fails=False),
@@ -128,13 +130,14 @@ CASES: dict[str, Case] = {
     "alert-sns-failing-briefly": Case(lambda c: (c.db.refuse("replica1"), c.aws.sns(3))),
     "alert-sns-down": Case(lambda c: (c.db.refuse("replica1"), c.aws.sns(10_000)), alert_may_be_lost=True),
     # --- outages of 1, 5 and 30 minutes around setSecret and finishSecret -------------------------------------------------
-    "outage-1-min-after-set": Case(lambda c: c.at("set_password.after_write", "setSecret", c.outage("primary", 1))),
-    "outage-5-min-after-set": Case(lambda c: c.at("set_password.after_write", "setSecret", c.outage("primary", 5))),
-    "outage-30-min-after-set": Case(lambda c: c.at("set_password.after_write", "setSecret", c.outage("primary", 30))),
-    "outage-1-min-in-finish": Case(lambda c: c.at("promote.before_move", "finishSecret", c.outage("primary", 1))),
-    "outage-5-min-in-finish": Case(lambda c: c.at("promote.before_move", "finishSecret", c.outage("primary", 5))),
-    "outage-30-min-in-finish": Case(lambda c: c.at("promote.before_move", "finishSecret", c.outage("primary", 30))),
-    "outage-beyond-the-recovery-period": Case(lambda c: c.at("set_password.after_write", "setSecret", c.outage("primary", TEST_RECOVERY_PERIOD_SECONDS + 15))),
+    # Right after setSecret (the primary holds the new password; testSecret finds it gone), and during finishSecret
+    "outage-1-min-after-set": Case(lambda c: c.at("resolve_endpoints.done", "testSecret", c.outage("primary", 1))),
+    "outage-5-min-after-set": Case(lambda c: c.at("resolve_endpoints.done", "testSecret", c.outage("primary", 5))),
+    "outage-30-min-after-set": Case(lambda c: c.at("resolve_endpoints.done", "testSecret", c.outage("primary", 30))),
+    "outage-1-min-in-finish": Case(lambda c: c.at("resolve_endpoints.done", "finishSecret", c.outage("primary", 1))),
+    "outage-5-min-in-finish": Case(lambda c: c.at("resolve_endpoints.done", "finishSecret", c.outage("primary", 5))),
+    "outage-30-min-in-finish": Case(lambda c: c.at("resolve_endpoints.done", "finishSecret", c.outage("primary", 30))),
+    "outage-beyond-the-recovery-period": Case(lambda c: c.at("resolve_endpoints.done", "testSecret", c.outage("primary", TEST_RECOVERY_PERIOD_SECONDS + 15))),
 }  # fmt: skip
 
 
@@ -171,8 +174,8 @@ def test_after_the_fault_every_endpoint_accepts_awscurrent_and_nothing_is_stuck(
 
 
 def test_the_rotation_function_timing_out_while_a_rollback_waits_heals_once_the_primary_is_back(ctx: Ctx) -> None:
-    # Given setSecret's rollback waits out a 20-minute primary outage, and the rotation function has 15 s per call
-    ctx.at("set_password.after_write", "setSecret", ctx.outage("primary", 20))
+    # Given testSecret's rollback waits out a 20-minute primary outage, and the rotation function has 15 s per call
+    ctx.at("resolve_endpoints.done", "testSecret", ctx.outage("primary", 20))
     drill = ctx.drill
     token = str(uuid.uuid4())
     from tests.integration.conftest import begin_rotation
@@ -180,20 +183,21 @@ def test_the_rotation_function_timing_out_while_a_rollback_waits_heals_once_the_
     begin_rotation(drill.stack, drill.app.arn, token)
     handler = _rotation_handler()
     errors = []
-    for step in ("createSecret", "setSecret"):
+    for step in ("createSecret", "setSecret", "testSecret"):
         event = {"Step": step, "SecretId": drill.app.arn, "ClientRequestToken": token}
         context = FakeLambdaContext("RotationFunction", drill.stack.function_arn("RotationFunction"), 256, 15)
         try:
             handler(event, context)
         except Exception as exc:
             errors.append(type(exc).__name__)
-    # Then setSecret's invocation gave up waiting, in time, with the execution still running
+    # Then testSecret's invocation gave up waiting, in time, with the execution still running
     assert errors == ["ExecutionStillRunning"]
-    # And Secrets Manager's retry of the rotation meanwhile touches nothing: another execution still runs
-    busy = drill.retry(token)
-    assert busy.failed_step == "createSecret" and "RotationBusy" in (busy.error or "")
-    # And once the primary is back and the rollback ends, the invariant holds and the next rotation works
-    drill.wait_settled(token, 120)
+    assert [e["status"] for e in drill.executions(token) if "testSecret" in e["name"]] == ["RUNNING"]
+    # And Secrets Manager's retry finds createSecret and setSecret done and waits on that same testSecret execution,
+    # which, once the primary is back, completes what setSecret verified (rolled forward)
+    retried = drill.retry(token)
+    assert retried.failed_step == "testSecret" and "rolled forward" in (retried.error or "")
+    assert len([e for e in drill.executions(token) if "testSecret" in e["name"]]) == 1
     assert drill.check_invariant() == []
     drill.rotate(heal=ctx.heal)
     assert drill.attempts[-1].failed_step is None and drill.check_invariant() == []

@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+from pydantic import SecretStr
 
 from rotator_core.coordinator import CoordinatorSettings, RotationCoordinator, execution_name, rotation_prefix
 from rotator_core.errors import (
@@ -327,3 +328,21 @@ def test_an_alert_that_cannot_be_published_does_not_hide_the_steps_error(store: 
     alerts.publish = fail  # type: ignore[method-assign]
     with pytest.raises(TokenNotFound):
         coordinator(store, FakeExecutions(), alerts).handle(event("setSecret", token="f" * 36), 900)
+
+
+def test_concurrent_create_secrets_agree_on_one_pending_value(store: InMemorySecretStore) -> None:
+    # Given another invocation of createSecret put its pending value while this one generated its own
+    store.stage_pending("rotator/app", TOKEN)
+    first = coordinator(store, FakeExecutions())
+    original_put = store.put_pending
+
+    def racing_put(secret_id: str, token: str, secret_string: object, rotation_token: object) -> None:
+        original_put(secret_id, token, SecretStr(json.dumps(app_secret(password="the-other-one-123"))), None)
+        original_put(secret_id, token, secret_string, rotation_token)  # type: ignore[arg-type]
+
+    store.put_pending = racing_put  # type: ignore[method-assign]
+    # When this one puts its value
+    outcome = first.handle(event("createSecret"), 900)
+    # Then it keeps the other's value instead of failing
+    assert outcome.pending_created is False
+    assert json.loads(store.value("rotator/app", "AWSPENDING") or "{}")["password"] == "the-other-one-123"

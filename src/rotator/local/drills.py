@@ -148,6 +148,21 @@ class Drill:
         check = can_log_in_eventually if eventually else can_log_in
         return check(_endpoint(node), self.cluster.dbname, self.app.user, password)
 
+    def login(self, node: PgNode, password: str) -> str:
+        """ok, refused (the credentials), or unreachable (a fault still holds the node): what can be concluded."""
+        try:
+            psycopg.connect(
+                host=node.host,
+                port=node.port,
+                dbname=self.cluster.dbname,
+                user=self.app.user,
+                password=password,
+                connect_timeout=3,
+            ).close()
+        except psycopg.OperationalError as exc:
+            return "refused" if "password authentication failed" in str(exc) else "unreachable"
+        return "ok"
+
     def alerts(self) -> list[dict[str, Any]]:
         found = []
         for message in self.stack.sns_messages():
@@ -175,7 +190,10 @@ class Drill:
             self.violations.append(f"alert says AWSPENDING removed, but {token} still has it")
         if alert.get("outcome") == "rolled_forward" and "AWSCURRENT" not in token_labels:
             self.violations.append("alert says rolled forward, but the token is not AWSCURRENT")
-        if alert.get("databaseRestored") is True and not self.logs_in(self.cluster.primary, self.current_password()):
+        if (
+            alert.get("databaseRestored") is True
+            and self.login(self.cluster.primary, self.current_password()) == "refused"
+        ):
             self.violations.append("alert says the database accepts AWSCURRENT, but the primary refuses it")
 
     def check_invariant(self, *, changed_outside: bool = False) -> list[str]:
