@@ -149,6 +149,37 @@ def test_unusable_secret_fails_create_clearly_and_releases_pending(secret: dict[
     assert store.stages("rotator/app") == {"v" * 32: {"AWSCURRENT"}}
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 30_000 + "]" * 30_000,
+        json.dumps(app_secret(port="9" * 5000)),
+        json.dumps(app_secret(port=True)),
+        json.dumps(app_secret(host="h" * 300)),
+        json.dumps(app_secret(host="db; DROP ROLE app")),
+        json.dumps(app_secret(password=OLD_PASSWORD + "\ud800")),
+        json.dumps(app_secret(owner="x" * 70_000)),
+        "not json at all",
+    ],
+    ids=["deep", "huge-port", "bool-port", "long-host", "sql-host", "surrogate", "oversized", "not-json"],
+)
+def test_every_refusal_of_the_current_value_releases_pending_and_alerts(text: str) -> None:
+    # Given a current value the parser refuses
+    store = InMemorySecretStore()
+    store.create("rotator/app", text)
+    store.stage_pending("rotator/app", TOKEN)
+    alerts, executions = FakeAlerts(), FakeExecutions()
+    # When createSecret runs
+    with pytest.raises(SecretInvalid) as caught:
+        coordinator(store, executions, alerts).handle(event("createSecret"), 900)
+    # Then it is a one-line SecretInvalid, nothing was generated or started, AWSPENDING is released, one alert
+    assert "\n" not in str(caught.value) and OLD_PASSWORD not in str(caught.value)
+    assert not store.policies and not executions.started
+    assert store.stages("rotator/app") == {"v" * 32: {"AWSCURRENT"}}
+    (alert,) = alerts.published
+    assert alert.pending_removed is True and alert.error_type == "SecretInvalid"
+
+
 def test_failed_execution_fails_the_step_with_its_cause_and_the_function_does_not_alert_again(
     store: InMemorySecretStore,
 ) -> None:
