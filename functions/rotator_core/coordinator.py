@@ -154,7 +154,9 @@ class RotationCoordinator:
         try:
             current_version = self._secrets.get_version(metadata.arn, stage=STAGE_CURRENT)
             if current_version is None or current_version.value is None:
-                raise SecretInvalid("the secret has no AWSCURRENT value")
+                raise SecretInvalid(
+                    "the AWSCURRENT version holds no SecretString (a binary or empty value): there is no JSON to rotate"
+                )
             current = DatabaseSecret.from_secret_string(current_version.value, label="AWSCURRENT")
             family = self._engines.family(current.engine)
             strategy = strategy_for(current)
