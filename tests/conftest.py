@@ -47,6 +47,20 @@ TEST_RECOVERY_PERIOD_SECONDS = 45
 TEST_PARAMETERS = {"RecoveryPeriodSeconds": str(TEST_RECOVERY_PERIOD_SECONDS), "DatabaseConnectTimeoutSeconds": "2"}
 
 
+# Tests that start a LocalAwsStack of their own (one runs per process) must not run while the session's shared stack
+# is up: they run before the first test that uses it, whatever the test files are called.
+OWN_STACK_MODULES = ("test_local_aws_stack.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    own = [item for item in items if item.path.name in OWN_STACK_MODULES]
+    rest = [item for item in items if item.path.name not in OWN_STACK_MODULES]
+    first_shared = next(
+        (n for n, item in enumerate(rest) if "aws_stack" in getattr(item, "fixturenames", ())), len(rest)
+    )
+    items[:] = rest[:first_shared] + own + rest[first_shared:]
+
+
 @pytest.fixture(scope="session")
 def aws_stack() -> Iterator[LocalAwsStack]:
     """One in-process stack per test session: moto's ASL interpreter runs statemachines/rotation.asl.json and invokes

@@ -144,21 +144,30 @@ class RotationCoordinator:
         """Create the AWSPENDING value unless this token already has one (createSecret is idempotent)."""
         existing = self._secrets.get_version(metadata.arn, version_id=event.token, stage=STAGE_PENDING)
         if existing is not None and existing.value is not None:
-            DatabaseSecret.from_secret_string(existing.value, label="AWSPENDING")
+            try:
+                DatabaseSecret.from_secret_string(existing.value, label="AWSPENDING")
+            except SecretInvalid as exc:
+                # No task can read this value, so no database can hold it, unless a setSecret of this token ran
+                # (under rules that accepted it): then the label stays on the only copy of what it may have set.
+                if not self._pending_may_be_set(metadata.arn, event):
+                    self._release(metadata, event, exc)
+                raise
             return False
         try:
             current_version = self._secrets.get_version(metadata.arn, stage=STAGE_CURRENT)
             if current_version is None or current_version.value is None:
-                raise SecretInvalid("the secret has no AWSCURRENT value")
+                raise SecretInvalid(
+                    "the AWSCURRENT version holds no SecretString (a binary or empty value): there is no JSON to rotate"
+                )
             current = DatabaseSecret.from_secret_string(current_version.value, label="AWSCURRENT")
             family = self._engines.family(current.engine)
             strategy = strategy_for(current)
             password = self._secrets.random_password(self._password_policy(family))
             pending = strategy.pending_secret(current, password)
         except (SecretInvalid, UnsupportedEngine) as exc:
-            # Nothing was written anywhere; release the label Secrets Manager staged so the next rotation can start.
-            self._secrets.move_stage(metadata.arn, STAGE_PENDING, to_version=None, from_version=event.token)
-            exc.released_pending = True
+            # Every refusal of the secret's value (its JSON, a key, the engine, the strategy) lands here before
+            # anything is written: release the label Secrets Manager staged so the next rotation can start.
+            self._release(metadata, event, exc)
             raise
         try:
             self._secrets.put_pending(metadata.arn, event.token, pending.to_secret_string(), event.rotation_token)
@@ -170,6 +179,10 @@ class RotationCoordinator:
             DatabaseSecret.from_secret_string(raced.value, label="AWSPENDING")
             return False
         return True
+
+    def _release(self, metadata: SecretMetadata, event: RotationEvent, exc: RotatorError) -> None:
+        self._secrets.move_stage(metadata.arn, STAGE_PENDING, to_version=None, from_version=event.token)
+        exc.released_pending = True
 
     def _password_policy(self, family: EngineFamily) -> PasswordPolicy:
         policy = self._settings.password_policy

@@ -2,13 +2,16 @@
 
 Everything here that crosses a process boundary (execution input, task input/output, alerts) holds identifiers only.
 Passwords live in ``SecretStr`` fields of ``DatabaseSecret`` and only ``DatabaseSecret.to_secret_string`` reveals them.
+
+Inputs are parsed strictly (``rotator_core.fields``): no type is coerced into another except a secret's string
+``port``, which AWS's official rotation functions accept too.
 """
 
 from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -16,12 +19,31 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
+    Strict,
     computed_field,
-    field_validator,
 )
 
 from rotator_core.errors import SecretInvalid
+from rotator_core.fields import (
+    REPLICAS_MAX,
+    Arn,
+    Dbname,
+    Engine,
+    Host,
+    Password,
+    RotationToken,
+    SecretId,
+    SecretPort,
+    SslSetting,
+    StateName,
+    Token,
+    Username,
+    WirePort,
+    check_password,
+)
+from rotator_core.json_document import JsonDocument, JsonDocumentError
 from rotator_core.redaction import parse_model
 
 STAGE_CURRENT = "AWSCURRENT"
@@ -71,19 +93,20 @@ class PasswordPolicy(BaseModel):
 
 
 class RotationEvent(BaseModel):
-    """What Secrets Manager sends the rotation function."""
+    """What Secrets Manager sends the rotation function. Unknown keys are ignored, never read: Secrets Manager adds
+    keys over time (``RotationToken`` appeared in 2025)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     step: RotationStep = Field(alias="Step")
-    secret_id: str = Field(alias="SecretId", min_length=1)
-    token: str = Field(alias="ClientRequestToken", min_length=32, max_length=64)
-    rotation_token: SecretStr | None = Field(default=None, alias="RotationToken")
+    secret_id: SecretId = Field(alias="SecretId")
+    token: Token = Field(alias="ClientRequestToken")
+    rotation_token: RotationToken | None = Field(default=None, alias="RotationToken")
 
 
 class Endpoint(WireModel):
-    host: str = Field(min_length=1, max_length=253)
-    port: int = Field(ge=1, le=65535)
+    host: Host
+    port: WirePort
 
     @property
     def address(self) -> str:
@@ -93,52 +116,76 @@ class Endpoint(WireModel):
         return self.address
 
 
+class SecretEndpoint(BaseModel):
+    """An entry of the secret's ``replicas``. Its unknown keys stay in the secret's text (``DatabaseSecret``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    host: Host
+    port: SecretPort
+
+
 class DatabaseSecret(BaseModel):
     """The secret's JSON, in the shape of AWS's official rotation templates plus ``replicas``.
 
-    Unknown keys are kept (``extra="allow"``) so a rotation never drops what an application stored in the secret.
+    Parsed from its text (``from_secret_string``), a secret keeps that text: ``with_password`` replaces the password's
+    value in it and nothing else, so every other key — unknown ones, nested ones, a string ``port`` — is written back
+    exactly as the application stored it.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
-    engine: str = Field(min_length=1)
-    host: str = Field(min_length=1)
-    port: int | None = Field(default=None, ge=1, le=65535)
-    username: str = Field(min_length=1)
-    password: SecretStr
-    dbname: str | None = None
-    ssl: bool | str | None = None
-    replicas: list[Endpoint] = Field(default_factory=list)
-    masterarn: str | None = None
-
-    @field_validator("password")
-    @classmethod
-    def _password_not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("must not be empty")
-        return value
+    engine: Engine
+    host: Host
+    port: SecretPort | None = None
+    username: Username
+    password: Password
+    dbname: Dbname | None = None
+    ssl: SslSetting = None
+    replicas: Annotated[list[SecretEndpoint], Strict(), Field(max_length=REPLICAS_MAX)] = Field(default_factory=list)
+    masterarn: Arn | None = None
+    # The text the secret was parsed from (or, built in code, its JSON): what to_secret_string returns.
+    _document: JsonDocument | None = PrivateAttr(default=None)
 
     @classmethod
     def from_secret_string(cls, secret_string: SecretStr, *, label: str = "secret") -> DatabaseSecret:
+        """Parse and validate; every refusal is a SecretInvalid naming the key (never its value)."""
+        what = f"the {label} value"
         try:
-            data = json.loads(secret_string.get_secret_value())
-        except json.JSONDecodeError:
-            raise SecretInvalid(f"the {label} value is not JSON") from None
-        if not isinstance(data, dict):
-            raise SecretInvalid(f"the {label} value is not a JSON object")
-        return parse_model(cls, data, SecretInvalid, f"the {label} value")
+            document = JsonDocument.parse(secret_string.get_secret_value())
+        except JsonDocumentError as exc:
+            raise SecretInvalid(f"{what} {exc}") from None
+        secret = parse_model(cls, dict(document.members), SecretInvalid, what)
+        secret._document = document
+        return secret
 
-    def to_secret_string(self) -> SecretStr:
+    def document(self) -> JsonDocument:
+        if self._document is not None:
+            return self._document
         data = self.model_dump(mode="python", exclude_none=True)
         data["password"] = self.password.get_secret_value()
+        data["replicas"] = [replica.model_dump() for replica in self.replicas]
         if not self.replicas:
-            data.pop("replicas", None)
-        else:
-            data["replicas"] = [replica.dump() for replica in self.replicas]
-        return SecretStr(json.dumps(data))
+            del data["replicas"]
+        return JsonDocument.parse(json.dumps(data))
+
+    def to_secret_string(self) -> SecretStr:
+        return SecretStr(self.document().text)
 
     def with_password(self, password: SecretStr) -> DatabaseSecret:
-        return self.model_copy(update={"password": password})
+        """This secret with only the password's value changed, in the text too. Raises SecretInvalid when the result
+        would not be a valid secret (Secrets Manager could not store it)."""
+        try:
+            check_password(password)
+        except ValueError as exc:
+            raise SecretInvalid(f"the new password is invalid: {exc}") from None
+        try:
+            document = self.document().replace("password", password.get_secret_value())
+        except JsonDocumentError as exc:
+            raise SecretInvalid(f"the new secret value {exc}") from None
+        secret = self.model_copy(update={"password": password})
+        secret._document = document
+        return secret
 
 
 class SslPolicy(WireModel):
@@ -187,8 +234,8 @@ class Topology(WireModel):
 class RotationRef(WireModel):
     """Which rotation: the secret, the version being rotated in (the ClientRequestToken), the step."""
 
-    secret_id: str = Field(alias="secretId")
-    token: str
+    secret_id: SecretId = Field(alias="secretId")
+    token: Token
     step: RotationStep
 
 
@@ -209,8 +256,8 @@ class Failure(WireModel):
 class TaskInput(RotationRef):
     """Payload of every task; ``state`` is ``$$.State.Name`` so errors can say where they happened."""
 
-    state: str | None = None
-    execution_arn: str | None = Field(default=None, alias="executionArn")
+    state: StateName | None = None
+    execution_arn: Arn | None = Field(default=None, alias="executionArn")
     endpoint: TopologyEndpoint | None = None
 
 

@@ -122,6 +122,16 @@ class Rollback:
             probe = self._probe(pending.secret, base, primary)
         except EndpointUnreachable as exc:
             return self._unreachable(task, metadata, exc, primary, facts)
+        except RotatorError as exc:
+            if task.execution.pending_may_be_set:
+                raise
+            # No setSecret ran (a database that does not exist, say): whatever the primary answers, it cannot hold
+            # AWSPENDING's password, so the label is released instead of being kept by a failed rollback.
+            removed = self._tasks.release_pending(metadata, task.token)
+            endpoints = [_at(primary, "unreachable", exc.detail)]
+            return replace(
+                facts, outcome="nothing_changed", database_restored=None, pending_removed=removed, endpoints=endpoints
+            )
         if changed:
             return self._secret_changed(metadata, task.token, probe, pending.secret, current, primary, facts)
         assert current is not None and base is not None

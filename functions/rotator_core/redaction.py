@@ -27,7 +27,8 @@ def describe_validation_error(error: ValidationError) -> str:
     problems = []
     for item in error.errors(include_input=False, include_context=False, include_url=False):
         location = ".".join(str(part) for part in item["loc"]) or "(root)"
-        problems.append(f"{location}: {item['msg']}")
+        reason = item["msg"].removeprefix("Value error, ")  # our validators' own messages: never the value either
+        problems.append(f"{location}: {reason}")
     return "; ".join(problems)
 
 

@@ -130,6 +130,14 @@ class RotationTasks:
             raise PendingValueMissing(f"no AWSPENDING value for version {task.token}")
         return pending.secret
 
+    def _previous(self, task: TaskInput) -> LoadedVersion | None:
+        """AWSPREVIOUS is only a fallback login: one no longer valid (a broken value fixed by hand since) is ignored
+        rather than failing every later rotation."""
+        try:
+            return self.load(task.secret_id, stage=STAGE_PREVIOUS)
+        except SecretInvalid:
+            return None
+
     def target(self, secret: DatabaseSecret, endpoint: TopologyEndpoint) -> ConnectionTarget:
         return ConnectionTarget(
             endpoint=endpoint,
@@ -190,7 +198,7 @@ class RotationTasks:
         endpoint = self._own_endpoint(task, pending)
         if endpoint.role != "primary":
             raise InvalidEvent(f"{endpoint.address} is a replica: the password is set on the primary only")
-        previous = self.load(task.secret_id, stage=STAGE_PREVIOUS)
+        previous = self._previous(task)
         versions = SecretVersions(
             current=self._current(task).secret,
             pending=pending,

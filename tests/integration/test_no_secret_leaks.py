@@ -91,12 +91,21 @@ def test_no_secret_reaches_any_output(
     secrets_client.put_secret_value(SecretId=broken.arn, SecretString=json.dumps(value))
     with pytest.raises(ClientError):  # the message is scanned below
         rotate(aws_stack, secrets_client, broken.arn)
+    # And hostile secrets holding a secret-looking value where the parser refuses it (pydantic's own messages quote
+    # the refused input), and refused events and task inputs carrying one
+    leaks = [f"Leak-{n}-{uuid.uuid4().hex}" for n in range(12)]
+    refusals = [
+        rotation_refused(aws_stack, secrets_client, text)
+        for text in hostile_secrets(broken.current(secrets_client), leaks)
+    ]
+    refused = refused_inputs(aws_stack, failing.arn, leaks[8:])
+    assert all(not result.ok for result in refused) and len(refusals) == 8
 
     # When everything the rotator emitted is collected
     out, err = capfd.readouterr()
     out += function_stdout.getvalue()
     everything = "\n".join(
-        [*emitted_by_the_stack(aws_stack, [created, failed]), *captured_logs.records, out, err]
+        [*emitted_by_the_stack(aws_stack, [created, failed, *refused]), *captured_logs.records, *refusals, out, err]
         + [healthy_cluster.log_file(node).read_text(errors="replace") for node in healthy_cluster.nodes]
     )
 
@@ -110,10 +119,49 @@ def test_no_secret_reaches_any_output(
         "rotated password": [ok_app.current(secrets_client)["password"]],
         "pending password of the failed rotation": [pending_password],
         "RotationToken": [rotation_token],
+        "value in a refused secret or input": leaks,
     }
     for kind, values in secrets.items():
         for value in values:
             assert value not in everything, f"a {kind} leaked"
+
+
+def hostile_secrets(valid: dict[str, Any], leaks: list[str]) -> list[str]:
+    """Secret values the parser refuses, each holding one of ``leaks`` where a careless message would quote it."""
+    return [
+        json.dumps(valid | {"port": leaks[0]}),
+        json.dumps(valid | {"username": [leaks[1]]}),
+        json.dumps(valid | {"host": f"{leaks[2]}; DROP ROLE x"}),
+        f'{{"password": "{leaks[3]}", not json',
+        json.dumps([valid | {"password": leaks[4]}]),
+        json.dumps(valid | {"password": leaks[5] + "\ud800"}),
+        json.dumps(valid | {"replicas": [{"host": "10.0.0.2", "port": leaks[6]}]}),
+        json.dumps({k: v for k, v in valid.items() if k != "password"} | {"Password": leaks[7]}),
+    ]
+
+
+def rotation_refused(stack: LocalAwsStack, client: Any, text: str) -> str:
+    arn = client.create_secret(Name=f"rotator/it/hostile-{uuid.uuid4().hex[:8]}", SecretString=text)["ARN"]
+    with pytest.raises(ClientError) as caught:
+        rotate(stack, client, arn)
+    assert "SecretInvalid" in str(caught.value)
+    return str(caught.value)
+
+
+def refused_inputs(stack: LocalAwsStack, secret_arn: str, leaks: list[str]) -> list[InvokeResult]:
+    """A rotation event with a malformed RotationToken, and task inputs with a secret-looking value in a mistyped
+    field: InvalidEvent, whose message must not quote them."""
+    token = str(uuid.uuid4())
+    task = {"secretId": secret_arn, "token": token, "step": "createSecret", "state": "Log in with current password"}
+    return [
+        stack.invoke(
+            "RotationFunction", step_event("create_secret.json", secret_arn, token) | {"RotationToken": f"{leaks[0]}!"}
+        ),
+        stack.invoke(
+            "CheckCurrentFunction", task | {"endpoint": {"host": leaks[1], "port": leaks[2], "role": "primary"}}
+        ),
+        stack.invoke("RollbackFunction", task | {"recoverySince": leaks[3]}),
+    ]
 
 
 def emitted_by_the_stack(stack: LocalAwsStack, results: list[InvokeResult]) -> list[str]:

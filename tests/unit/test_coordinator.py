@@ -24,6 +24,7 @@ from tests.conftest import OLD_PASSWORD, TOKEN, app_secret
 from tests.fakes import FakeAlerts, FakeEngine, FakeExecutions, InMemorySecretStore, fake_engines
 
 ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rotator/app-AbCdEf"
+ROTATION_TOKEN = "rt-secret-0b8c2f4e-6a1d-4c3b-9e5f-7a2d1c0b9e8f"  # PutSecretValue's format: 36-256 of [A-Za-z0-9-]
 
 
 def event(step: str, token: str = TOKEN, rotation_token: str | None = None) -> RotationEvent:
@@ -53,12 +54,13 @@ def test_create_secret_stages_a_new_password_and_starts_an_execution_with_identi
     store.stage_pending("rotator/app", TOKEN)
     executions = FakeExecutions()
     # When createSecret runs with a RotationToken
-    outcome = coordinator(store, executions).handle(event("createSecret", rotation_token="rt-secret-xyz"), 900)
-    # Then the pending value is the current one with a new password, put with the RotationToken
-    pending = json.loads(store.value("rotator/app", "AWSPENDING") or "{}")
-    assert pending == {**json.loads(json.dumps(app_secret(port=5432))), "password": pending["password"]}
-    assert pending["password"] != OLD_PASSWORD
-    assert store.rotation_tokens == ["rt-secret-xyz"]
+    outcome = coordinator(store, executions).handle(event("createSecret", rotation_token=ROTATION_TOKEN), 900)
+    # Then the pending value is the current one with a new password (the string port kept), put with the RotationToken
+    pending_text = store.value("rotator/app", "AWSPENDING") or "{}"
+    new_password = json.loads(pending_text)["password"]
+    assert pending_text == json.dumps(app_secret(password=new_password))
+    assert new_password != OLD_PASSWORD
+    assert store.rotation_tokens == [ROTATION_TOKEN]
     # And the engine's excluded characters were asked for
     assert store.policies[0].exclude_characters == "/@\"'\\"
     # And one execution got identifiers only
@@ -148,6 +150,37 @@ def test_unusable_secret_fails_create_clearly_and_releases_pending(secret: dict[
     assert store.stages("rotator/app") == {"v" * 32: {"AWSCURRENT"}}
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 30_000 + "]" * 30_000,
+        json.dumps(app_secret(port="9" * 5000)),
+        json.dumps(app_secret(port=True)),
+        json.dumps(app_secret(host="h" * 300)),
+        json.dumps(app_secret(host="db; DROP ROLE app")),
+        json.dumps(app_secret(password=OLD_PASSWORD + "\ud800")),
+        json.dumps(app_secret(owner="x" * 70_000)),
+        "not json at all",
+    ],
+    ids=["deep", "huge-port", "bool-port", "long-host", "sql-host", "surrogate", "oversized", "not-json"],
+)
+def test_every_refusal_of_the_current_value_releases_pending_and_alerts(text: str) -> None:
+    # Given a current value the parser refuses
+    store = InMemorySecretStore()
+    store.create("rotator/app", text)
+    store.stage_pending("rotator/app", TOKEN)
+    alerts, executions = FakeAlerts(), FakeExecutions()
+    # When createSecret runs
+    with pytest.raises(SecretInvalid) as caught:
+        coordinator(store, executions, alerts).handle(event("createSecret"), 900)
+    # Then it is a one-line SecretInvalid, nothing was generated or started, AWSPENDING is released, one alert
+    assert "\n" not in str(caught.value) and OLD_PASSWORD not in str(caught.value)
+    assert not store.policies and not executions.started
+    assert store.stages("rotator/app") == {"v" * 32: {"AWSCURRENT"}}
+    (alert,) = alerts.published
+    assert alert.pending_removed is True and alert.error_type == "SecretInvalid"
+
+
 def test_failed_execution_fails_the_step_with_its_cause_and_the_function_does_not_alert_again(
     store: InMemorySecretStore,
 ) -> None:
@@ -200,9 +233,29 @@ def test_execution_names_are_deterministic_short_valid_and_share_the_rotations_p
 
 
 def test_pending_value_existing_for_the_token_is_validated_not_replaced(store: InMemorySecretStore) -> None:
+    # Given a pending value no task can read, and no setSecret ever ran for the token
     store.stage_pending("rotator/app", TOKEN, value="not json")
+    alerts = FakeAlerts()
+    # When createSecret runs
+    with pytest.raises(SecretInvalid) as caught:
+        coordinator(store, FakeExecutions(), alerts).handle(event("createSecret"), 900)
+    # Then the value is not replaced, but AWSPENDING is released (no database can hold it) and the alert says so
+    assert store.secrets["rotator/app"].versions[TOKEN].value == "not json"
+    assert store.stages("rotator/app") == {"v" * 32: {"AWSCURRENT"}}
+    assert caught.value.released_pending and alerts.published[0].pending_removed is True
+
+
+def test_unreadable_pending_value_keeps_its_label_once_a_set_secret_may_have_used_it(
+    store: InMemorySecretStore,
+) -> None:
+    # Given a setSecret execution ran for the token (under rules that accepted its value)
+    store.stage_pending("rotator/app", TOKEN, value="not json")
+    executions = FakeExecutions()
+    executions.start(execution_name(ARN, TOKEN, RotationStep.SET), {})
+    # When createSecret is retried and cannot read the value
     with pytest.raises(SecretInvalid):
-        coordinator(store, FakeExecutions()).handle(event("createSecret"), 900)
+        coordinator(store, executions).handle(event("createSecret"), 900)
+    # Then AWSPENDING stays on the only copy of what the database may hold
     assert store.value("rotator/app", "AWSPENDING") == "not json"
 
 

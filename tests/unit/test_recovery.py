@@ -4,15 +4,18 @@ database and the labels, and that the alert says exactly that."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rotator_core.errors import RecoveryPending
+from rotator_core.errors import DatabaseError, RecoveryPending
 from rotator_core.models import ExecutionSnapshot, Failure, RollbackInput, RotationStep, TaskInput, Topology
+from rotator_core.ports import ConnectionTarget, Credentials
 from rotator_core.tasks import RotationTasks, TaskSettings
 from tests.conftest import OLD_PASSWORD, TOKEN, app_secret
-from tests.fakes import FakeEngine, FakeServer, InMemorySecretStore, fake_engines
+from tests.fakes import FakeEngine, FakeServer, FakeSession, InMemorySecretStore, fake_engines
 
 NEW_PASSWORD = "new-Password-abcdef"
 CURRENT_VERSION = "v" * 32
@@ -115,6 +118,32 @@ def test_primary_unreachable_before_any_set_releases_pending_without_waiting(
     alert = tasks.rollback(rollback(tasks, RotationStep.CREATE, may_be_set=False)).alert
     assert (alert.outcome, alert.database_restored, alert.pending_removed) == ("nothing_changed", None, True)
     assert "could not be reached" in alert.action and not pending_elsewhere(store)
+
+
+class NoSuchDatabase(FakeEngine):
+    """Every login fails with a database error (a dbname that does not exist), not with authentication."""
+
+    @contextmanager
+    def session(self, target: ConnectionTarget, credentials: Credentials) -> Iterator[FakeSession]:
+        raise DatabaseError('OperationalError: database "x" does not exist', endpoint=target.endpoint.address)
+        yield  # pragma: no cover
+
+
+@pytest.mark.parametrize("may_be_set", [False, True])
+def test_a_database_error_before_any_set_releases_pending_and_after_one_keeps_it(
+    store: InMemorySecretStore, cluster: dict[str, FakeServer], may_be_set: bool
+) -> None:
+    store.stage_pending("rotator/app", TOKEN, value=json.dumps(app_secret(password=NEW_PASSWORD)))
+    tasks = RotationTasks(store, fake_engines(NoSuchDatabase(cluster)), TaskSettings(), sleep=lambda _: None)
+    if may_be_set:
+        # A setSecret ran: the primary may hold AWSPENDING, so the rollback cannot decide and fails (retried)
+        with pytest.raises(DatabaseError):
+            tasks.rollback(rollback(tasks, RotationStep.CREATE, may_be_set=True))
+        assert pending_elsewhere(store)
+        return
+    alert = tasks.rollback(rollback(tasks, RotationStep.CREATE, may_be_set=False)).alert
+    assert (alert.outcome, alert.database_restored, alert.pending_removed) == ("nothing_changed", None, True)
+    assert not pending_elsewhere(store) and "does not exist" in (alert.endpoints[0].detail or "")
 
 
 # --- the database holds AWSPENDING ----------------------------------------------------------------------------------

@@ -98,6 +98,17 @@ def test_set_password_refuses_to_write_when_the_primary_has_become_a_replica(
     assert primary.writes == []
 
 
+def test_an_invalid_previous_version_is_ignored_not_fatal(
+    store: InMemorySecretStore, tasks: RotationTasks, cluster: dict[str, FakeServer]
+) -> None:
+    # Given AWSPREVIOUS is a broken value someone fixed by hand (it no longer parses)
+    versions = store.secrets["rotator/app"].versions
+    versions["p" * 32] = type(versions["v" * 32])(json.dumps(app_secret(port=True)), {"AWSPREVIOUS"})
+    # Then setSecret still sets the password (AWSPREVIOUS is only a fallback login)
+    assert tasks.set_password(task(endpoint=PRIMARY)).changed
+    assert cluster[PRIMARY.address].users["app"] == NEW_PASSWORD
+
+
 def test_set_password_with_no_working_credentials_fails_clearly(
     tasks: RotationTasks, cluster: dict[str, FakeServer]
 ) -> None:
