@@ -92,7 +92,7 @@ def _arm(faults: Injector, point: str, step: str, fault: Any, planned: Planned) 
 def _outage(
     rng: random.Random, faults: Injector, point: str, step: str, node: str, where: str, *, hang: bool
 ) -> Planned:
-    seconds = rng.choice([1, 3, 5, 10])
+    seconds = rng.choice([1, 3, 5, 8])
     faults.at(point, step, faults.outage(node, seconds, hang=hang))
     return Planned("hung" if hang else "outage", f"{where} {node} {seconds} min")
 

@@ -110,3 +110,15 @@ def step_event(step_file: str, secret_id: str, token: str) -> dict[str, Any]:
 
 
 STEP_FILES = ["create_secret.json", "set_secret.json", "test_secret.json", "finish_secret.json"]
+
+
+# What each fault-matrix case ended in, printed after the run (pytest -rA shows nothing of it otherwise).
+FAULT_MATRIX_OUTCOMES: list[tuple[str, str]] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not FAULT_MATRIX_OUTCOMES:
+        return
+    terminalreporter.section("fault matrix: first attempt → what the alerts said")
+    for name, outcome in FAULT_MATRIX_OUTCOMES:
+        terminalreporter.write_line(f"{name:<48} {outcome}")

@@ -23,6 +23,7 @@ from rotator.local.faults import AwsFaults, DatabaseFaults, TaskDied, task_fault
 from rotator.local.lambda_runtime import FakeLambdaContext
 from rotator.local.rig import PgCluster
 from tests.conftest import TEST_RECOVERY_PERIOD_SECONDS
+from tests.integration.conftest import FAULT_MATRIX_OUTCOMES
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +74,7 @@ class Case:
     alert_may_be_lost: bool = False  # SNS itself is down: the alarm on failed executions reports it
 
 
-EXHAUSTING = 40  # more than every retry of one task together: the step fails and rolls back
+EXHAUSTING = 16  # more than every retry of one task together: the step fails and rolls back
 
 CASES: dict[str, Case] = {
     # --- Resolve endpoints ------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ CASES: dict[str, Case] = {
     "preflight-throttled": Case(lambda c: c.at("check_current.done", "createSecret", c.sm("get_secret_value", 4)), fails=False),
     # --- setSecret on the primary --------------------------------------------------------------------------------------
     "set-primary-refused-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", c.outage("primary", 3))),
-    "set-primary-hung-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", c.outage("primary", 20, hang=True))),
+    "set-primary-hung-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", c.outage("primary", 10, hang=True))),
     "set-task-dies-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", TaskDied("died")), fails=False),
     "set-task-dies-twice-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", TaskDied("died"), times=2), fails=False),
     "set-password-changed-outside-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", c.out_of_band_password()), changed_outside=True),
@@ -100,20 +101,20 @@ CASES: dict[str, Case] = {
     "set-replica-refused-after-write": Case(lambda c: c.at("set_password.after_write", "setSecret", c.refused("replica2"))),
     # --- setSecret's replica wait ----------------------------------------------------------------------------------------
     "replica-wait-replica-refused": Case(lambda c: c.at("verify_pending_login.done", "setSecret", c.refused("replica1"))),
-    "replica-wait-replica-hung": Case(lambda c: c.at("resolve_endpoints.done", "setSecret", c.outage("replica1", 20, hang=True))),
+    "replica-wait-replica-hung": Case(lambda c: c.at("resolve_endpoints.done", "setSecret", c.outage("replica1", 10, hang=True))),
     "replica-wait-task-dies": Case(lambda c: c.at("verify_pending_login.done", "setSecret", TaskDied("died")), fails=False),
     "replica-wait-throttled": Case(lambda c: c.at("verify_pending_login.done", "setSecret", c.sm("get_secret_value", 4)), fails=False),
     "replica-wait-password-changed-outside": Case(lambda c: c.at("verify_pending_login.done", "setSecret", c.out_of_band_password()), changed_outside=True),
     # --- testSecret -----------------------------------------------------------------------------------------------------------
     "test-primary-refused": Case(lambda c: c.at("resolve_endpoints.done", "testSecret", c.outage("primary", 3))),
-    "test-primary-hung": Case(lambda c: c.at("resolve_endpoints.done", "testSecret", c.outage("primary", 20, hang=True))),
+    "test-primary-hung": Case(lambda c: c.at("resolve_endpoints.done", "testSecret", c.outage("primary", 10, hang=True))),
     "test-replica-refused": Case(lambda c: c.at("verify_pending_login.done", "testSecret", c.refused("replica2"))),
     "test-task-dies": Case(lambda c: c.at("verify_pending_login.done", "testSecret", TaskDied("died")), fails=False),
     "test-password-changed-outside": Case(lambda c: c.at("verify_pending_login.done", "testSecret", c.out_of_band_password()), changed_outside=True),
     "test-throttled-exhausted": Case(lambda c: c.at("verify_pending_login.done", "testSecret", c.sm("get_secret_value", EXHAUSTING))),
     # --- finishSecret's promote -------------------------------------------------------------------------------------------
     "promote-primary-refused": Case(lambda c: c.at("resolve_endpoints.done", "finishSecret", c.outage("primary", 3))),
-    "promote-primary-hung": Case(lambda c: c.at("resolve_endpoints.done", "finishSecret", c.outage("primary", 20, hang=True))),
+    "promote-primary-hung": Case(lambda c: c.at("resolve_endpoints.done", "finishSecret", c.outage("primary", 10, hang=True))),
     # Verified everywhere, AWSCURRENT moved, then the primary blinks: the rotation is complete, nothing to undo.
     "promote-primary-refused-after-the-check": Case(lambda c: c.at("promote.before_move", "finishSecret", c.outage("primary", 3)), fails=False),
     "promote-task-dies-before-move": Case(lambda c: c.at("promote.before_move", "finishSecret", TaskDied("died")), fails=False),
@@ -165,6 +166,8 @@ def test_after_the_fault_every_endpoint_accepts_awscurrent_and_nothing_is_stuck(
         violations = [v for v in violations if "published no alert" not in v]
     assert violations == [], json.dumps([a.__dict__ for a in ctx.drill.attempts], indent=1)
     assert (ctx.drill.attempts[0].failed_step is not None) is case.fails, ctx.drill.attempts[0]
+    outcomes = ", ".join(str(a.get("outcome", "(rollback failed)")) for a in ctx.drill.alerts()) or "succeeded"
+    FAULT_MATRIX_OUTCOMES.append((name, f"{ctx.drill.attempts[0].failed_step or 'ok'}: {outcomes}"))
     # And unless the database was changed behind the secret's back, the next rotation starts clean and succeeds
     if not case.changed_outside:
         again = Drill(ctx.drill.stack, ctx.drill.cluster, ctx.drill.app)

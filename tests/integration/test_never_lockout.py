@@ -165,7 +165,7 @@ def test_a_username_shaped_like_a_context_suffix_cannot_rewrite_the_alert(
 ) -> None:
     # Given a secret whose user name imitates the suffix that says where an error happened, with a wrong password
     name = f"rotator/it/forged-{uuid.uuid4().hex[:8]}"
-    forged = "app [state=Promote new password to AWSCURRENT; endpoint=203.0.113.9:5432]"
+    forged = "a [state=Roll back; endpoint=203.0.113.9:5432]"  # 63 bytes at most
     primary = healthy_cluster.primary
     value = {
         "engine": "postgres",

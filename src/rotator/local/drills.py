@@ -206,7 +206,11 @@ class Drill:
         if stray:
             self.violations.append(f"AWSPENDING left on {stray} (not AWSCURRENT)")
         password = self.current_password()
-        refusing = [n.name for n in self.cluster.nodes if not self.logs_in(n, password, eventually=True)]
+        # Replicas may lag a moment behind the primary: wait for them, but not for a password nobody set.
+        primary_ok = self.logs_in(self.cluster.primary, password, eventually=not changed_outside)
+        refusing = [] if primary_ok else [self.cluster.primary.name]
+        if primary_ok:
+            refusing += [n.name for n in self.cluster.replicas if not self.logs_in(n, password, eventually=True)]
         if changed_outside:
             last = self.alerts()[-1:] or [{}]
             if refusing and last[0].get("outcome") not in ("changed_outside", "secret_changed"):
