@@ -40,7 +40,7 @@ from rotator_core.models import (
     Topology,
     TopologyEndpoint,
 )
-from rotator_core.ports import ConnectionTarget, SecretMetadata, SecretStore, SecretVersion
+from rotator_core.ports import ConnectionTarget, SecretMetadata, SecretStore, SecretVersion, authentication_of
 from rotator_core.strategies import SecretVersions, credentials, strategy_for
 from rotator_core.topology import topology_of
 
@@ -135,6 +135,7 @@ class RotationTasks:
             dbname=secret.dbname,
             ssl=SslPolicy.from_secret(secret),
             connect_timeout=self._settings.connect_timeout,
+            authentication=authentication_of(secret),
         )
 
     def topology(self, secret: DatabaseSecret) -> Topology:
