@@ -137,6 +137,11 @@ class DatabaseSession(Protocol):
 
     def run_test_query(self) -> None: ...
 
+    def system_identifier(self) -> str:
+        """The identifier of the database cluster this server belongs to, which a physical replica shares with its
+        primary (PostgreSQL: ``pg_control_system()``): a replica whose identifier differs replicates from another
+        primary."""
+
     def current_account(self) -> Account:
         """The account this session logged in as (on MySQL, the ``user@host`` the server matched)."""
 

@@ -116,6 +116,11 @@ class PostgresSession:
     def run_test_query(self) -> None:
         self._execute("SELECT now()")
 
+    def system_identifier(self) -> str:
+        """pg_control's system identifier, set by initdb and copied by a base backup: a physical replica reports its
+        primary's. ``pg_control_system()`` is executable by PUBLIC (PostgreSQL 9.6 and later): any login role."""
+        return str(self._execute("SELECT system_identifier FROM pg_control_system()"))
+
     def current_account(self) -> Account:
         return Account(str(self._execute("SELECT current_user")))
 
