@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline checks of the SAM application (`make sam-check`):
-#   1. sam validate --lint          (SAM transform + cfn-lint; no AWS credentials needed)
+#   1. sam validate --lint          (SAM transform + cfn-lint; no AWS credentials needed), then
+#      scripts/check-template.sh    (cfn-lint, least privilege against the code, checkov on the template and transform)
 #   2. sam build                    (python3.13 / arm64, uncached, into a throw-away build dir; no Docker), then
 #                                   checks of the artefacts: boto3 only in the layer, the layer's bytecode
 #   3. asl-validator on the ASL     (if npx exists; catches bad Next/Default targets that sam validate misses)
@@ -56,6 +57,9 @@ if [ "$MODE" = check ]; then
     t0=$(now)
     "$SAM" validate --lint --template-file "$TEMPLATE" || die "sam validate --lint failed"
     echo "validate: $(elapsed "$t0") s"
+    t0=$(now)
+    bash scripts/check-template.sh || die "template checks failed"
+    echo "template checks: $(elapsed "$t0") s"
 fi
 
 # --- 2. build ----------------------------------------------------------------------------------------------------

@@ -207,6 +207,8 @@ class FakeServer:
     down: bool = False
     lag: int = 0
     writes: list[str] = field(default_factory=list)
+    # initdb's system identifier; a replica reports its primary's (see FakeSession.system_identifier)
+    system_identifier: str = field(default_factory=lambda: str(7_000_000_000_000_000_000 + next(_CLOCK)))
 
     def effective_users(self) -> dict[str, str]:
         if self.replica_of is None:
@@ -228,6 +230,12 @@ class FakeSession:
 
     def run_test_query(self) -> None:
         return None
+
+    def system_identifier(self) -> str:
+        server = self._server
+        while server.replica_of is not None:
+            server = server.replica_of
+        return server.system_identifier
 
     def current_account(self) -> Account:
         return Account(self._username)

@@ -169,6 +169,16 @@ class EndpointUnreachable(RotatorError):
     """TCP connect failed or timed out, or the server is not accepting connections. Retried by the state machine."""
 
 
+class InsecureAuthentication(EndpointUnreachable):
+    """The server did not authenticate with SCRAM: it asked for a cleartext or MD5 password, or let the login in
+    without one, so nothing was sent and the endpoint is not verified. Not the credentials' fault: a misconfigured
+    server (``pg_hba.conf``), a secret's ``authentication`` not allowing its method, or something impersonating it.
+
+    An EndpointUnreachable because, like one, it leaves what the server holds unknown (the rollback treats it so:
+    never a password sent there, AWSPENDING kept while the primary may hold it), but its own name: the state
+    machine's Retry lists do not name it, so it fails at once instead of retrying something that will not change."""
+
+
 class AuthenticationFailed(RotatorError):
     """The server rejected the credentials."""
 

@@ -144,6 +144,9 @@ class DatabaseSecret(BaseModel):
     ssl: SslSetting = None
     replicas: Annotated[list[SecretEndpoint], Strict(), Field(max_length=REPLICAS_MAX)] = Field(default_factory=list)
     masterarn: Arn | None = None
+    # How a login may prove the password (rotator_core.ports.authentication_of): SCRAM only unless "md5"; any other
+    # value, of any type, fails closed to SCRAM only.
+    authentication: Any = None
     # The text the secret was parsed from (or, built in code, its JSON): what to_secret_string returns.
     _document: JsonDocument | None = PrivateAttr(default=None)
 

@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
-from rotator_core.models import Alert, Endpoint, PasswordPolicy, SslPolicy
+from rotator_core.models import Alert, DatabaseSecret, Endpoint, PasswordPolicy, SslPolicy
 
 ExecutionStatus = Literal["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE"]
 
@@ -106,12 +106,26 @@ class Credentials:
     password: SecretStr
 
 
+# Which password authentication a login may answer: SCRAM only (the default), or also MD5 for a legacy server (the
+# secret's "authentication": "md5"). Never a cleartext password, never a login the server lets in without one.
+Authentication = Literal["scram-sha-256", "md5"]
+
+
+def authentication_of(secret: DatabaseSecret) -> Authentication:
+    """The secret's ``authentication`` key (one of its extra keys, kept through rotations). Only ``"md5"`` (any case)
+    relaxes it: absent, ``"scram-sha-256"`` or anything else is SCRAM only, so a typo fails closed, never open (the
+    refusal's message names the key and value to set)."""
+    value = secret.authentication
+    return "md5" if isinstance(value, str) and value.strip().lower() == "md5" else "scram-sha-256"
+
+
 @dataclass(frozen=True)
 class ConnectionTarget:
     endpoint: Endpoint
     dbname: str | None
     ssl: SslPolicy
     connect_timeout: float = 5.0
+    authentication: Authentication = "scram-sha-256"
 
 
 class DatabaseSession(Protocol):
@@ -121,6 +135,11 @@ class DatabaseSession(Protocol):
         """True when the server replicates from another (a write there would be refused or break replication)."""
 
     def run_test_query(self) -> None: ...
+
+    def system_identifier(self) -> str:
+        """The identifier of the database cluster this server belongs to, which a physical replica shares with its
+        primary (PostgreSQL: ``pg_control_system()``): a replica whose identifier differs replicates from another
+        primary."""
 
     def current_account(self) -> Account:
         """The account this session logged in as (on MySQL, the ``user@host`` the server matched)."""
@@ -138,4 +157,5 @@ class DatabaseEngine(Protocol):
     """A driver adapter: logs in to one endpoint."""
 
     def session(self, target: ConnectionTarget, credentials: Credentials) -> AbstractContextManager[DatabaseSession]:
-        """Log in. Raises AuthenticationFailed, EndpointUnreachable or DatabaseError, never a driver error."""
+        """Log in. Raises AuthenticationFailed, EndpointUnreachable (InsecureAuthentication when the server would not
+        authenticate as ``target.authentication`` allows) or DatabaseError, never a driver error."""

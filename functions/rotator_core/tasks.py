@@ -40,7 +40,7 @@ from rotator_core.models import (
     Topology,
     TopologyEndpoint,
 )
-from rotator_core.ports import ConnectionTarget, SecretMetadata, SecretStore, SecretVersion
+from rotator_core.ports import ConnectionTarget, SecretMetadata, SecretStore, SecretVersion, authentication_of
 from rotator_core.strategies import SecretVersions, credentials, strategy_for
 from rotator_core.topology import topology_of
 
@@ -144,6 +144,7 @@ class RotationTasks:
             dbname=secret.dbname,
             ssl=SslPolicy.from_secret(secret),
             connect_timeout=self._settings.connect_timeout,
+            authentication=authentication_of(secret),
         )
 
     def topology(self, secret: DatabaseSecret) -> Topology:
@@ -177,21 +178,37 @@ class RotationTasks:
         return topology
 
     def check_current(self, task: TaskInput) -> EndpointReport:
-        """Preflight: AWSCURRENT logs in, and the endpoint's role is what the secret says."""
+        """Preflight: AWSCURRENT logs in, the endpoint's role is what the secret says, and a replica replicates from
+        the secret's primary (the same system identifier), before anything is written."""
         current = self._current(task).secret
         endpoint = self._own_endpoint(task, current)
         engine = self._engines.engine(current.engine)
         with engine.session(self.target(current, endpoint), credentials(current)) as session:
             session.run_test_query()
             is_replica = session.is_replica()
+            identifier = session.system_identifier() if is_replica and endpoint.role == "replica" else None
         if endpoint.role == "primary" and is_replica:
             raise TopologyMismatch("the secret's host is a replica (in recovery): point 'host' at the primary")
         if endpoint.role == "replica" and not is_replica:
             raise TopologyMismatch(
                 "listed as a replica but it does not replicate: a write on the primary won't reach it"
             )
+        if identifier is not None:
+            self._check_replicates_from_primary(current, identifier)
         self.checkpoint("check_current.done", task.step)
         return EndpointReport(endpoint=endpoint.address, role=endpoint.role, result="current password works")
+
+    def _check_replicates_from_primary(self, secret: DatabaseSecret, replica_identifier: str) -> None:
+        """A replica of another cluster would never receive the password change: refuse it now, not after setSecret
+        has changed the primary and the replica wait has timed out."""
+        primary = self.topology(secret).primary
+        with self._engines.engine(secret.engine).session(self.target(secret, primary), credentials(secret)) as session:
+            primary_identifier = session.system_identifier()
+        if replica_identifier != primary_identifier:
+            raise TopologyMismatch(
+                f"replicates from a different primary: its system identifier is {replica_identifier}, the secret's "
+                f"primary {primary.address} has {primary_identifier}; list only replicas of that primary"
+            )
 
     def set_password(self, task: TaskInput) -> SetPasswordReport:
         pending = self._pending(task)
