@@ -87,3 +87,23 @@ def test_a_missing_stage_is_no_version_but_a_missing_secret_is_secret_not_found(
         assert store.get_version(ARN, stage="AWSPENDING") is None
         with pytest.raises(SecretNotFound, match="secret rotator/typo not found"):
             store.get_version("rotator/typo", stage="AWSCURRENT")
+
+
+def test_the_fault_seam_fires_once_at_its_point_and_step_and_knows_every_checkpoint() -> None:
+    from handlers.tasks import Faults
+    from rotator_core.models import RotationStep
+
+    faults = Faults()
+    fired: list[str] = []
+    faults.arm("set_password.after_write", lambda: fired.append("x"), step=RotationStep.SET)
+    faults("set_password.after_write", RotationStep.TEST)  # another step: nothing
+    faults("set_password.after_write", RotationStep.SET)
+    faults("set_password.after_write", RotationStep.SET)  # once only
+    assert fired == ["x"]
+    faults.arm("promote.before_move", RuntimeError("died"), times=2)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="died"):
+            faults("promote.before_move", RotationStep.FINISH)
+    faults("promote.before_move", RotationStep.FINISH)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        faults.arm("no.such.point", RuntimeError())
