@@ -65,7 +65,8 @@ def rotation(aws_stack: LocalAwsStack, healthy_cluster: PgCluster) -> dict[str, 
     begin_rotation(aws_stack, app.arn, token)
     for step_file in ("create_secret.json", "set_secret.json"):
         assert aws_stack.invoke("RotationFunction", step_event(step_file, app.arn, token)).ok
-    return {"arn": app.arn, "token": token}
+    pending = aws_stack.client("secretsmanager").get_secret_value(SecretId=app.arn, VersionId=token)["SecretString"]
+    return {"arn": app.arn, "token": token, "passwords": [app.password, json.loads(pending)["password"]]}
 
 
 @pytest.mark.parametrize(
@@ -92,6 +93,8 @@ def test_a_task_sends_no_password_to_an_endpoint_the_secret_does_not_name(
     # Then it refuses, and the server never saw a connection
     assert (result.error_type, stranger.connections) == ("InvalidEvent", 0)
     assert "is not an endpoint of secret" in (result.error_message or "")
+    # And nothing it answered holds a password
+    assert not any(p in json.dumps(result.__dict__, default=str) for p in rotation["passwords"])
 
 
 def test_a_rollback_with_a_crafted_topology_acts_only_on_the_secrets_endpoints(
@@ -116,6 +119,7 @@ def test_a_rollback_with_a_crafted_topology_acts_only_on_the_secrets_endpoints(
     alert = result.payload["alert"]
     assert alert["outcome"] == "rolled_back" and alert["endpoints"][0]["endpoint"] != f"127.0.0.1:{stranger.port}"
     assert all("AWSPENDING" not in s for s in stages_of(secrets_client, rotation["arn"]).values())
+    assert not any(p in json.dumps(result.__dict__, default=str) for p in rotation["passwords"])
 
 
 def test_a_hand_invoked_promote_of_an_unset_version_moves_no_label(
