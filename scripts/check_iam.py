@@ -150,6 +150,27 @@ def role_actions(resources: dict[str, Any], role: str) -> tuple[set[str], list[s
     return found, wildcards
 
 
+def unconditioned_secret_grants(resources: dict[str, Any], role: str) -> list[str]:
+    """Secret actions a role may take on secrets not enrolled with this stack's rotation function (no
+    ``secretsmanager:resource/AllowRotationLambdaArn`` condition). GetRandomPassword touches no secret."""
+    props = resources[role]["Properties"]
+    docs = [policy["PolicyDocument"] for item in listed(props.get("Policies", [])) for policy in branches(item)]
+    docs += [
+        resources[arn["Ref"]]["Properties"]["PolicyDocument"]
+        for arn in listed(props.get("ManagedPolicyArns", []))
+        if isinstance(arn, dict) and "Ref" in arn
+    ]
+    loose = []
+    for doc in docs:
+        for statement in statements(doc):
+            secret_actions = {a for a in actions_of(statement) if a.startswith("secretsmanager:")}
+            secret_actions.discard("secretsmanager:GetRandomPassword")
+            condition = json.dumps(statement.get("Condition", {}))
+            if secret_actions and "secretsmanager:resource/AllowRotationLambdaArn" not in condition:
+                loose += sorted(secret_actions)
+    return loose
+
+
 def role_of(resource: dict[str, Any]) -> str:
     props = resource["Properties"]
     arn = props.get("Role") or props.get("RoleArn")
@@ -185,6 +206,8 @@ def check(transformed: dict[str, Any]) -> list[str]:
             problems.append(f"{name}: granted but not needed: {sorted(extra)}")
         if missing := EXPECTED[name] - actions:
             problems.append(f"{name}: needed but not granted: {sorted(missing)}")
+        if loose := unconditioned_secret_grants(resources, role_of(resource)):
+            problems.append(f"{name}: {loose} not limited to secrets rotated by this stack's function")
     problems += [f"{name}: in EXPECTED but not in the template" for name in EXPECTED.keys() - granted.keys()]
     api = {a for acts in EXPECTED.values() for a in acts if a.split(":")[0] in ADAPTER_SERVICES.values()}
     if api != called_by_adapters():
@@ -215,7 +238,7 @@ def main(argv: list[str]) -> int:
     for problem in problems:
         print(f"check_iam: {problem}", file=sys.stderr)
     if not problems:
-        print("check_iam: each role grants exactly what its code calls; only the state machine invokes a function")
+        print("check_iam: each role grants exactly what its code calls, every secret action only on secrets rotated by this stack; only the state machine invokes a function")
     return 1 if problems else 0
 
 
