@@ -239,7 +239,8 @@ def main(argv: list[str]) -> int:
         print(f"check_iam: {problem}", file=sys.stderr)
     if not problems:
         print(
-            "check_iam: each role grants exactly what its code calls, every secret action only on secrets rotated by this stack; only the state machine invokes a function"
+            "check_iam: each role grants exactly what its code calls, every secret action only on secrets rotated "
+            "by this stack; only the state machine invokes a function"
         )
     return 1 if problems else 0
 
