@@ -272,7 +272,7 @@ class FakeEngine:
         yield FakeSession(server, credentials.username)
 
 
-POSTGRES_EXCLUDED = "/@\"'\\"
+POSTGRES_EXCLUDED = ":/@\"'\\"
 
 
 def fake_engines(engine: FakeEngine) -> EngineRegistry:

@@ -30,8 +30,9 @@ def default_engines(settings: DriverSettings | None = None) -> EngineRegistry:
             name="postgres",
             aliases=("postgresql", "aurora-postgresql"),
             default_port=5432,
-            # AWS's PostgreSQL rotation template excludes these: they break connection strings and shell quoting.
-            excluded_characters="/@\"'\\",
+            # AWS's PostgreSQL rotation template's EXCLUDE_CHARACTERS default: they break connection strings (":"
+            # separates fields in .pgpass and URIs, "@" and "/" URIs) and shell quoting.
+            excluded_characters=":/@\"'\\",
             connect=postgres,
         ),
     )

@@ -62,7 +62,7 @@ def test_create_secret_stages_a_new_password_and_starts_an_execution_with_identi
     assert new_password != OLD_PASSWORD
     assert store.rotation_tokens == [ROTATION_TOKEN]
     # And the engine's excluded characters were asked for
-    assert store.policies[0].exclude_characters == "/@\"'\\"
+    assert store.policies[0].exclude_characters == ":/@\"'\\"
     # And one execution got identifiers only
     assert outcome.status == "succeeded" and outcome.pending_created is True
     (execution_input,) = executions.started.values()

@@ -47,3 +47,5 @@ def test_the_shipped_registry_knows_the_official_templates_engine_values_without
     registry = default_engines()
     assert {"postgres", "postgresql", "aurora-postgresql"} <= set(registry.supported())
     assert registry.family("aurora-postgresql").name == "postgres"
+    # The characters AWS's official PostgreSQL rotation function excludes by default (EXCLUDE_CHARACTERS)
+    assert registry.family("postgres").excluded_characters == ":/@\"'\\"
