@@ -258,10 +258,11 @@ class RotationTasks:
         return PromoteReport(promoted=True, previous_version=current_version)
 
     def release_pending(self, metadata: SecretMetadata, token: str) -> bool:
-        """Remove AWSPENDING from the token's version, if it is there. Returns whether it was."""
-        if STAGE_PENDING not in metadata.versions.get(token, []):
-            return False
-        self._secrets.move_stage(metadata.arn, STAGE_PENDING, to_version=None, from_version=token)
+        """Remove AWSPENDING from the token's version, if it is there. Returns True: the token is not AWSPENDING any
+        more, whether this call removed the label or it was gone already (a retried rollback that died after
+        releasing it must not report AWSPENDING as kept)."""
+        if STAGE_PENDING in metadata.versions.get(token, []):
+            self._secrets.move_stage(metadata.arn, STAGE_PENDING, to_version=None, from_version=token)
         return True
 
     # --- rollback -----------------------------------------------------------------------------------------------

@@ -245,3 +245,25 @@ def test_a_token_already_current_has_nothing_to_undo(store: InMemorySecretStore,
     before = store.stages("rotator/app")
     alert = tasks.rollback(rollback(tasks, RotationStep.FINISH, recorded=None)).alert
     assert alert.outcome == "completed" and store.stages("rotator/app") == before
+
+
+def test_a_rollback_retried_after_it_released_pending_says_pending_is_removed(
+    store: InMemorySecretStore, tasks: RotationTasks, cluster: dict[str, FakeServer]
+) -> None:
+    # Given a rollback that restored the primary and released AWSPENDING, then died before it returned
+    set_on_primary(tasks)
+    armed = [RuntimeError("the rollback's Lambda died")]
+
+    def die_once(point: str) -> None:
+        if point == "rollback.done" and armed:
+            raise armed.pop()
+
+    tasks.checkpoint = die_once
+    with pytest.raises(RuntimeError):
+        tasks.rollback(rollback(tasks))
+    # When the state machine retries it
+    report = tasks.rollback(rollback(tasks))
+    # Then the cause Secrets Manager shows and the alert say AWSPENDING is gone, as it is (found by the model test)
+    assert not pending_elsewhere(store) and cluster[PRIMARY].users["app"] == OLD_PASSWORD
+    assert report.alert.pending_removed is True
+    assert "AWSPENDING removed" in report.summary and "AWSPENDING kept" not in report.summary
