@@ -4,7 +4,7 @@ and an alert that says what is true.
 It trusts nothing the failed execution believed; it looks at what logs in on the primary now, with the connection
 data of the version the rotation wrote (AWSPENDING), and restores only to the version the rotation started from:
 
-| AWSCURRENT moved during the rotation | the primary accepts | outcome                                    |
+| AWSCURRENT moved or rewritten during the rotation | the primary accepts | outcome                       |
 | --- | --- | --- |
 | no  | AWSCURRENT   | nothing_changed: release AWSPENDING                                            |
 | no  | AWSPENDING   | testSecret/finishSecret with AWSPENDING on every endpoint: rolled_forward (promote) |
@@ -42,6 +42,7 @@ from rotator_core.models import (
 )
 from rotator_core.ports import SecretMetadata, SecretStore
 from rotator_core.strategies import Probe, credentials, strategy_for
+from rotator_core.tasks import rewritten_since
 
 if TYPE_CHECKING:
     from rotator_core.tasks import LoadedVersion, RotationTasks, TaskSettings
@@ -114,7 +115,8 @@ class Rollback:
             return replace(facts, outcome="nothing_changed", database_restored=None, pending_removed=removed)
         changed = current is None or (recorded is not None and current.version_id != recorded)
         if not changed and current is not None:
-            changed = not strategy_for(pending.secret).is_pending_of(current.secret, pending.secret)
+            # The test "Resolve endpoints" refuses a rotation with: an execution it refused recorded no version.
+            changed = rewritten_since(current, pending)
         base = None if changed or current is None else current.secret
         primary = self._tasks.topology(pending.secret).primary
         try:

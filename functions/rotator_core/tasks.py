@@ -279,11 +279,16 @@ def _parse(version: SecretVersion, label: str) -> LoadedVersion | None:
     return LoadedVersion(version.version_id, secret, version.created)
 
 
-def check_unchanged(current: LoadedVersion, pending: LoadedVersion) -> None:
-    """AWSPENDING was made from AWSCURRENT: if AWSCURRENT was written after it, or no longer matches it, someone
-    changed the secret during the rotation, and the rotation must not overwrite that."""
+def rewritten_since(current: LoadedVersion, pending: LoadedVersion) -> bool:
+    """AWSPENDING was made from AWSCURRENT: whether AWSCURRENT was written after it, or no longer matches it."""
     newer = current.created is not None and pending.created is not None and current.created > pending.created
-    if newer or not strategy_for(pending.secret).is_pending_of(current.secret, pending.secret):
+    return newer or not strategy_for(pending.secret).is_pending_of(current.secret, pending.secret)
+
+
+def check_unchanged(current: LoadedVersion, pending: LoadedVersion) -> None:
+    """If AWSCURRENT was rewritten since AWSPENDING was made from it, someone changed the secret during the rotation,
+    and the rotation must not overwrite that."""
+    if rewritten_since(current, pending):
         raise SecretChangedDuringRotation(
             f"AWSCURRENT (version {current.version_id}) was changed after this rotation began: the rotation stops "
             "rather than overwrite it"

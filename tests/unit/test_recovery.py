@@ -267,3 +267,19 @@ def test_a_rollback_retried_after_it_released_pending_says_pending_is_removed(
     assert not pending_elsewhere(store) and cluster[PRIMARY].users["app"] == OLD_PASSWORD
     assert report.alert.pending_removed is True
     assert "AWSPENDING removed" in report.summary and "AWSPENDING kept" not in report.summary
+
+
+@pytest.mark.parametrize("step", [RotationStep.SET, RotationStep.TEST])
+def test_current_rewritten_with_only_a_new_password_is_not_overwritten_by_a_refused_execution(
+    store: InMemorySecretStore, tasks: RotationTasks, cluster: dict[str, FakeServer], step: RotationStep
+) -> None:
+    # Given setSecret changed the primary, then someone put a new AWSCURRENT that differs only in its password
+    set_on_primary(tasks)
+    store.put_current("rotator/app", json.dumps(app_secret(password="operator-set-it-9876")), "w" * 32)
+    # When the next execution is refused by "Resolve endpoints" for it (so it recorded no version), and rolls back
+    alert = tasks.rollback(rollback(tasks, step, recorded=None)).alert
+    # Then their AWSCURRENT is neither promoted over nor written to the database (found by the model test)
+    assert alert.outcome == "secret_changed" and store.stages("rotator/app")["w" * 32] == {"AWSCURRENT"}
+    assert cluster[PRIMARY].writes == ["app"] and cluster[PRIMARY].users["app"] == NEW_PASSWORD
+    assert alert.pending_removed is False and alert.action.startswith("Manual action needed")
+    assert f"AWSCURRENT was rewritten during the rotation (it is now version {'w' * 32})" in alert.action
