@@ -195,12 +195,14 @@ class Rollback:
             )
         removed = self._tasks.release_pending(metadata, token)
         works = self._current_works(current, primary)
+        if works:
+            endpoint = _at(primary, "unchanged")
+        elif works is None:
+            endpoint = _at(primary, "unreachable", "AWSCURRENT could not be tried")
+        else:
+            endpoint = _at(primary, "cannot_restore", "neither AWSCURRENT nor AWSPENDING logs in")
         return replace(
-            facts,
-            outcome="secret_changed",
-            database_restored=works,
-            pending_removed=removed,
-            endpoints=[_at(primary, "unchanged")],
+            facts, outcome="secret_changed", database_restored=works, pending_removed=removed, endpoints=[endpoint]
         )
 
     def _unreachable(

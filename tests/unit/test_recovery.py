@@ -283,3 +283,17 @@ def test_current_rewritten_with_only_a_new_password_is_not_overwritten_by_a_refu
     assert cluster[PRIMARY].writes == ["app"] and cluster[PRIMARY].users["app"] == NEW_PASSWORD
     assert alert.pending_removed is False and alert.action.startswith("Manual action needed")
     assert f"AWSCURRENT was rewritten during the rotation (it is now version {'w' * 32})" in alert.action
+
+
+def test_current_rewritten_to_a_password_the_database_does_not_hold_is_reported_as_not_logging_in(
+    store: InMemorySecretStore, tasks: RotationTasks, cluster: dict[str, FakeServer]
+) -> None:
+    # Given someone put a new AWSCURRENT before any write, without setting its password on the database
+    store.put_current("rotator/app", json.dumps(app_secret(password="operator-set-it-9876")), "w" * 32)
+    alert = tasks.rollback(rollback(tasks)).alert
+    # Then the alert's endpoint agrees with databaseRestored: AWSCURRENT does not log in (found by the model test)
+    assert (alert.outcome, alert.database_restored, alert.pending_removed) == ("secret_changed", False, True)
+    assert [(e.outcome, e.detail) for e in alert.endpoints] == [
+        ("cannot_restore", "neither AWSCURRENT nor AWSPENDING logs in")
+    ]
+    assert "Check that AWSCURRENT logs in" in alert.action and cluster[PRIMARY].writes == []
