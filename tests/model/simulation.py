@@ -206,7 +206,7 @@ class SimulatedStepFunctions:
             tuple[str, str]
         ] = []  # (token, the text "Send alert: rollback failed" sent)
         self.unexpected: list[UnexpectedError] = []
-        self.task_calls = 0  # task invocations so far: whether the rotator has looked at anything since a given moment
+        self.now_running: SimulatedExecution | None = None  # the execution whose states are running
         self.crashed: BaseException | None = None  # a bug in this simulator: re-raised to the model, never swallowed
 
     # --- ExecutionPort ----------------------------------------------------------------------------------------------
@@ -252,6 +252,7 @@ class SimulatedStepFunctions:
 
     def _resume(self, execution: SimulatedExecution) -> None:
         assert execution.flow is not None
+        self.now_running = execution
         try:
             wait = next(execution.flow)
         except StopIteration:
@@ -260,6 +261,8 @@ class SimulatedStepFunctions:
         except BaseException as exc:
             self.crashed = exc
             raise
+        finally:
+            self.now_running = None
         execution.wake_at = self._clock.seconds + wait
 
     # --- the flow (statemachines/rotation.asl.json) ------------------------------------------------------------
@@ -397,7 +400,6 @@ class SimulatedStepFunctions:
         event: dict[str, Any],
     ) -> dict[str, Any]:
         """What a task handler does (handlers.tasks.run_task), and what Lambda makes of its error."""
-        self.task_calls += 1
         try:
             task = parse_model(model, event, InvalidEvent, f"{state} input")
             try:
