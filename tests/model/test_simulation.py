@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from rotator_core.coordinator import execution_name
+from rotator_core.errors import ServiceUnavailable
 from rotator_core.models import ExecutionInput, RotationStep
 from rotator_core.tasks import CHECKPOINTS, RotationTasks, TaskSettings
 from tests.fakes import FakeAlerts, FakeEngine, FakeServer, InMemorySecretStore, fake_engines
@@ -191,3 +192,18 @@ def test_the_path_check_rejects_a_path_the_definition_does_not_have() -> None:
     execution.visited.insert(3, (None, sim.PROMOTE))
     with pytest.raises(AssertionError, match="not a transition"):
         sim.assert_follows_definition(execution)
+
+
+@pytest.mark.parametrize(
+    ("error", "succeeds"),
+    [
+        (ServiceUnavailable("throttled"), True),  # retried 4 times
+        (PlatformError("Sandbox.Timedout"), True),  # retried twice
+        (PlatformError("Runtime.ExitError"), True),
+        (RuntimeError("a bug"), False),  # no Retry matches: the Map's Catch rolls back
+    ],
+)
+def test_a_task_dying_once_is_retried_only_where_the_definition_says(error: BaseException, succeeds: bool) -> None:
+    execution = World(RotationStep.CREATE, crash_once("check_current.done", error)).run()
+    assert [name for _, name in execution.visited].count("Log in with current password") == (4 if succeeds else 1)
+    assert execution.status == ("SUCCEEDED" if succeeds else "FAILED")
