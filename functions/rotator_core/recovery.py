@@ -115,7 +115,7 @@ class Rollback:
             return replace(facts, outcome="nothing_changed", database_restored=None, pending_removed=removed)
         changed = current is None or (recorded is not None and current.version_id != recorded)
         if not changed and current is not None:
-            # The test "Resolve endpoints" refuses a rotation with: an execution it refused recorded no version.
+            # Resolve endpoints' own test (check_unchanged): an execution it refused has no version to compare.
             changed = rewritten_since(current, pending)
         base = None if changed or current is None else current.secret
         primary = self._tasks.topology(pending.secret).primary
