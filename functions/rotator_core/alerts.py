@@ -103,9 +103,13 @@ def _action(recovery: Recovery, step: RotationStep) -> str:
             "password in the secret), then rotate again. AWSPENDING was removed: the database does not hold it."
         )
     if recovery.outcome == "secret_changed":
-        moved = (
-            f"AWSCURRENT moved from version {recovery.current_version} to {recovery.current_now} during the rotation"
-        )
+        if recovery.current_version and recovery.current_version != recovery.current_now:
+            moved = (
+                f"AWSCURRENT moved from version {recovery.current_version} to {recovery.current_now} during the "
+                "rotation"
+            )
+        else:  # the failed execution recorded no version (it was refused because of the change)
+            moved = f"AWSCURRENT was rewritten during the rotation (it is now version {recovery.current_now})"
         if recovery.pending_removed:
             return (
                 f"{moved}; the change was kept and the rotation abandoned. The database does not hold AWSPENDING's "

@@ -137,6 +137,15 @@ class RotationCoordinator:
                     f"version {event.token} of secret {metadata.arn} is no longer AWSPENDING: the rotator rolled "
                     "this rotation back (see its executions and alert); the next rotation starts clean"
                 ) from None
+            # Or released by createSecret itself, refusing a secret it cannot rotate (and alerting): while the
+            # secret is still unusable, a retry is the same failure, not a new one.
+            refusal = self._refusal(metadata.arn) if event.step is RotationStep.CREATE else None
+            if refusal is not None:
+                raise RotationRolledBack(
+                    f"version {event.token} of secret {metadata.arn} is no longer AWSPENDING: the rotation function "
+                    f"refused the secret ({refusal.detail}) and released it (see its alert); fix the secret, then "
+                    "rotate again"
+                ) from None
             raise
 
     # --- createSecret: the AWSPENDING value -------------------------------------------------------------------------
@@ -154,16 +163,9 @@ class RotationCoordinator:
                 raise
             return False
         try:
-            current_version = self._secrets.get_version(metadata.arn, stage=STAGE_CURRENT)
-            if current_version is None or current_version.value is None:
-                raise SecretInvalid(
-                    "the AWSCURRENT version holds no SecretString (a binary or empty value): there is no JSON to rotate"
-                )
-            current = DatabaseSecret.from_secret_string(current_version.value, label="AWSCURRENT")
-            family = self._engines.family(current.engine)
-            strategy = strategy_for(current)
+            current, family = self._rotatable_current(metadata.arn)
             password = self._secrets.random_password(self._password_policy(family))
-            pending = strategy.pending_secret(current, password)
+            pending = strategy_for(current).pending_secret(current, password)
         except (SecretInvalid, UnsupportedEngine) as exc:
             # Every refusal of the secret's value (its JSON, a key, the engine, the strategy) lands here before
             # anything is written: release the label Secrets Manager staged so the next rotation can start.
@@ -183,6 +185,26 @@ class RotationCoordinator:
     def _release(self, metadata: SecretMetadata, event: RotationEvent, exc: RotatorError) -> None:
         self._secrets.move_stage(metadata.arn, STAGE_PENDING, to_version=None, from_version=event.token)
         exc.released_pending = True
+
+    def _rotatable_current(self, secret_arn: str) -> tuple[DatabaseSecret, EngineFamily]:
+        """AWSCURRENT's value and engine family; SecretInvalid or UnsupportedEngine when it cannot be rotated."""
+        current_version = self._secrets.get_version(secret_arn, stage=STAGE_CURRENT)
+        if current_version is None or current_version.value is None:
+            raise SecretInvalid(
+                "the AWSCURRENT version holds no SecretString (a binary or empty value): there is no JSON to rotate"
+            )
+        current = DatabaseSecret.from_secret_string(current_version.value, label="AWSCURRENT")
+        family = self._engines.family(current.engine)
+        strategy_for(current)
+        return current, family
+
+    def _refusal(self, secret_arn: str) -> RotatorError | None:
+        """Why createSecret refuses the secret now, if it does."""
+        try:
+            self._rotatable_current(secret_arn)
+        except (SecretInvalid, UnsupportedEngine) as exc:
+            return exc
+        return None
 
     def _password_policy(self, family: EngineFamily) -> PasswordPolicy:
         policy = self._settings.password_policy

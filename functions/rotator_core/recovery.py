@@ -4,7 +4,7 @@ and an alert that says what is true.
 It trusts nothing the failed execution believed; it looks at what logs in on the primary now, with the connection
 data of the version the rotation wrote (AWSPENDING), and restores only to the version the rotation started from:
 
-| AWSCURRENT moved during the rotation | the primary accepts | outcome                                    |
+| AWSCURRENT moved or rewritten during the rotation | the primary accepts | outcome                       |
 | --- | --- | --- |
 | no  | AWSCURRENT   | nothing_changed: release AWSPENDING                                            |
 | no  | AWSPENDING   | testSecret/finishSecret with AWSPENDING on every endpoint: rolled_forward (promote) |
@@ -42,6 +42,7 @@ from rotator_core.models import (
 )
 from rotator_core.ports import SecretMetadata, SecretStore
 from rotator_core.strategies import Probe, credentials, strategy_for
+from rotator_core.tasks import rewritten_since
 
 if TYPE_CHECKING:
     from rotator_core.tasks import LoadedVersion, RotationTasks, TaskSettings
@@ -115,7 +116,8 @@ class Rollback:
             return replace(facts, outcome="nothing_changed", database_restored=None, pending_removed=removed)
         changed = current is None or (recorded is not None and current.version_id != recorded)
         if not changed and current is not None:
-            changed = not strategy_for(pending.secret).is_pending_of(current.secret, pending.secret)
+            # Resolve endpoints' own test (check_unchanged): an execution it refused has no version to compare.
+            changed = rewritten_since(current, pending)
         base = None if changed or current is None else current.secret
         primary = self._tasks.topology(pending.secret).primary
         try:
@@ -152,7 +154,9 @@ class Rollback:
 
     # --- the cases ----------------------------------------------------------------------------------------------
     def _completed(self, current: LoadedVersion | None, facts: Recovery) -> Recovery:
-        """The token is AWSCURRENT already (the promote happened): nothing to undo, if its password logs in."""
+        """The token is AWSCURRENT already (the promote happened): nothing to undo, if its password logs in. No
+        AWSPENDING is left on another version (the move took it along), which the alert must say."""
+        facts = replace(facts, pending_removed=True)
         if current is None or not _usable(current.secret, self._engines):
             return replace(facts, outcome="completed", database_restored=None)
         primary = self._tasks.topology(current.secret).primary
@@ -220,12 +224,14 @@ class Rollback:
             )
         removed = self._tasks.release_pending(metadata, token)
         works = self._current_works(current, primary)
+        if works:
+            endpoint = _at(primary, "unchanged")
+        elif works is None:
+            endpoint = _at(primary, "unreachable", "AWSCURRENT could not be tried")
+        else:
+            endpoint = _at(primary, "cannot_restore", "neither AWSCURRENT nor AWSPENDING logs in")
         return replace(
-            facts,
-            outcome="secret_changed",
-            database_restored=works,
-            pending_removed=removed,
-            endpoints=[_at(primary, "unchanged")],
+            facts, outcome="secret_changed", database_restored=works, pending_removed=removed, endpoints=[endpoint]
         )
 
     def _unreachable(

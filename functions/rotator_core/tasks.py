@@ -287,10 +287,11 @@ class RotationTasks:
         return PromoteReport(promoted=True, previous_version=current_version)
 
     def release_pending(self, metadata: SecretMetadata, token: str) -> bool:
-        """Remove AWSPENDING from the token's version, if it is there. Returns whether it was."""
-        if STAGE_PENDING not in metadata.versions.get(token, []):
-            return False
-        self._secrets.move_stage(metadata.arn, STAGE_PENDING, to_version=None, from_version=token)
+        """Remove AWSPENDING from the token's version, if it is there. Returns True: the token is not AWSPENDING any
+        more, whether this call removed the label or it was gone already (a retried rollback that died after
+        releasing it must not report AWSPENDING as kept)."""
+        if STAGE_PENDING in metadata.versions.get(token, []):
+            self._secrets.move_stage(metadata.arn, STAGE_PENDING, to_version=None, from_version=token)
         return True
 
     # --- rollback -----------------------------------------------------------------------------------------------
@@ -307,11 +308,16 @@ def _parse(version: SecretVersion, label: str) -> LoadedVersion | None:
     return LoadedVersion(version.version_id, secret, version.created)
 
 
-def check_unchanged(current: LoadedVersion, pending: LoadedVersion) -> None:
-    """AWSPENDING was made from AWSCURRENT: if AWSCURRENT was written after it, or no longer matches it, someone
-    changed the secret during the rotation, and the rotation must not overwrite that."""
+def rewritten_since(current: LoadedVersion, pending: LoadedVersion) -> bool:
+    """AWSPENDING was made from AWSCURRENT: whether AWSCURRENT was written after it, or no longer matches it."""
     newer = current.created is not None and pending.created is not None and current.created > pending.created
-    if newer or not strategy_for(pending.secret).is_pending_of(current.secret, pending.secret):
+    return newer or not strategy_for(pending.secret).is_pending_of(current.secret, pending.secret)
+
+
+def check_unchanged(current: LoadedVersion, pending: LoadedVersion) -> None:
+    """If AWSCURRENT was rewritten since AWSPENDING was made from it, someone changed the secret during the rotation,
+    and the rotation must not overwrite that."""
+    if rewritten_since(current, pending):
         raise SecretChangedDuringRotation(
             f"AWSCURRENT (version {current.version_id}) was changed after this rotation began: the rotation stops "
             "rather than overwrite it"

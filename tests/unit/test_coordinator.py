@@ -319,6 +319,28 @@ def test_a_retry_of_a_rotation_the_rotator_rolled_back_fails_without_a_second_al
     assert alerts.published == []
 
 
+def test_a_retry_of_a_rotation_whose_secret_the_function_refused_fails_without_a_second_alert() -> None:
+    # Given createSecret refused a secret it cannot rotate, released AWSPENDING and alerted
+    store = InMemorySecretStore()
+    store.create("rotator/app", json.dumps({k: v for k, v in app_secret().items() if k != "username"}))
+    store.stage_pending("rotator/app", TOKEN)
+    alerts = FakeAlerts()
+    with pytest.raises(SecretInvalid):
+        coordinator(store, FakeExecutions(), alerts).handle(event("createSecret"), 900)
+    # When Secrets Manager retries the rotation with the same token, the secret still unusable
+    with pytest.raises(RotationRolledBack, match=r"refused the secret \(the AWSCURRENT value is invalid: username"):
+        coordinator(store, FakeExecutions(), alerts).handle(event("createSecret"), 900)
+    # Then the one alert names the cause, rather than a TokenNotFound per retry (found by the model test)
+    assert [alert.error_type for alert in alerts.published] == ["SecretInvalid"]
+
+
+def test_a_token_unknown_while_the_secret_is_usable_is_still_refused_and_alerted(store: InMemorySecretStore) -> None:
+    alerts = FakeAlerts()
+    with pytest.raises(TokenNotFound):
+        coordinator(store, FakeExecutions(), alerts).handle(event("createSecret", token="f" * 36), 900)
+    assert [alert.error_type for alert in alerts.published] == ["TokenNotFound"]
+
+
 # --- every failure alerts, once ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("secret", "error_type"),

@@ -289,3 +289,55 @@ def test_a_token_made_current_whose_password_was_then_changed_outside_says_so(
     cluster[PRIMARY].users["app"] = "changed-by-someone-else"
     alert = tasks.rollback(rollback(tasks, RotationStep.FINISH, recorded=None)).alert
     assert (alert.outcome, alert.database_restored) == ("changed_outside", False)
+
+
+def test_a_rollback_retried_after_it_released_pending_says_pending_is_removed(
+    store: InMemorySecretStore, tasks: RotationTasks, cluster: dict[str, FakeServer]
+) -> None:
+    # Given a rollback that restored the primary and released AWSPENDING, then died before it returned
+    set_on_primary(tasks)
+    armed = [RuntimeError("the rollback's Lambda died")]
+
+    def die_once(point: str, step: RotationStep) -> None:
+        if point == "rollback.done" and armed:
+            raise armed.pop()
+
+    tasks.checkpoint = die_once
+    with pytest.raises(RuntimeError):
+        tasks.rollback(rollback(tasks))
+    # When the state machine retries it
+    report = tasks.rollback(rollback(tasks))
+    # Then the cause Secrets Manager shows and the alert say AWSPENDING is gone, as it is (found by the model test)
+    assert not pending_elsewhere(store) and cluster[PRIMARY].users["app"] == OLD_PASSWORD
+    assert report.alert.pending_removed is True
+    assert "AWSPENDING removed" in report.summary and "AWSPENDING kept" not in report.summary
+
+
+@pytest.mark.parametrize("step", [RotationStep.SET, RotationStep.TEST])
+def test_current_rewritten_with_only_a_new_password_is_not_overwritten_by_a_refused_execution(
+    store: InMemorySecretStore, tasks: RotationTasks, cluster: dict[str, FakeServer], step: RotationStep
+) -> None:
+    # Given setSecret changed the primary, then someone put a new AWSCURRENT that differs only in its password
+    set_on_primary(tasks)
+    store.put_current("rotator/app", json.dumps(app_secret(password="operator-set-it-9876")), "w" * 32)
+    # When the next execution is refused by "Resolve endpoints" for it (so it recorded no version), and rolls back
+    alert = tasks.rollback(rollback(tasks, step, recorded=None)).alert
+    # Then their AWSCURRENT is neither promoted over nor written to the database (found by the model test)
+    assert alert.outcome == "secret_changed" and store.stages("rotator/app")["w" * 32] == {"AWSCURRENT"}
+    assert cluster[PRIMARY].writes == ["app"] and cluster[PRIMARY].users["app"] == NEW_PASSWORD
+    assert alert.pending_removed is False and alert.action.startswith("Manual action needed")
+    assert f"AWSCURRENT was rewritten during the rotation (it is now version {'w' * 32})" in alert.action
+
+
+def test_current_rewritten_to_a_password_the_database_does_not_hold_is_reported_as_not_logging_in(
+    store: InMemorySecretStore, tasks: RotationTasks, cluster: dict[str, FakeServer]
+) -> None:
+    # Given someone put a new AWSCURRENT before any write, without setting its password on the database
+    store.put_current("rotator/app", json.dumps(app_secret(password="operator-set-it-9876")), "w" * 32)
+    alert = tasks.rollback(rollback(tasks)).alert
+    # Then the alert's endpoint agrees with databaseRestored: AWSCURRENT does not log in (found by the model test)
+    assert (alert.outcome, alert.database_restored, alert.pending_removed) == ("secret_changed", False, True)
+    assert [(e.outcome, e.detail) for e in alert.endpoints] == [
+        ("cannot_restore", "neither AWSCURRENT nor AWSPENDING logs in")
+    ]
+    assert "Check that AWSCURRENT logs in" in alert.action and cluster[PRIMARY].writes == []
